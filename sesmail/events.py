@@ -1,0 +1,162 @@
+"""Typed views of the events the forwarder receives, and their strict parsing.
+
+Every parser raises :class:`MalformedEventError` with a sentence a human can act on, so a bad
+record ends in a DLQ with its reason instead of crashing the batch it arrived in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sesmail import names
+from sesmail.errors import MalformedEventError
+
+#: SES sends this once when a topic is attached; it carries no mail.
+SUBSCRIPTION_NOTICE = "AmazonSnsSubscriptionSucceeded"
+
+
+@dataclass(frozen=True)
+class MailNotification:
+    """One received message, as SES's S3 action announced it."""
+
+    message_id: str
+    bucket: str
+    key: str
+    timestamp: str
+    spam_verdict: str | None
+    virus_verdict: str | None
+    raw: dict[str, Any]  # the notification itself: what the retry queue stores
+
+    @property
+    def is_spam(self) -> bool:
+        return "FAIL" in (self.spam_verdict, self.virus_verdict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class SqsRecord:
+    message_id: str
+    body: str
+    receive_count: int
+
+    @classmethod
+    def from_event(cls, record: Any) -> SqsRecord:
+        if not isinstance(record, dict) or not isinstance(record.get("messageId"), str):
+            raise MalformedEventError("SQS record without a messageId")
+        body = record.get("body")
+        if not isinstance(body, str):
+            raise MalformedEventError("SQS record without a string body")
+        attributes = record.get("attributes")
+        if not isinstance(attributes, dict):
+            attributes = {}
+        try:
+            receive_count = int(attributes.get("ApproximateReceiveCount", 1))
+        except (TypeError, ValueError):
+            receive_count = 1
+        return cls(record["messageId"], body, receive_count)
+
+
+def notification_from_sqs_body(body: str) -> dict[str, Any]:
+    """Unwrap an SNS envelope (or accept a bare SES notification, for raw message delivery)."""
+    document = _json_object(body, "SQS message body")
+    if document.get("Type") == "Notification" and "Message" in document:
+        message = document["Message"]
+        if not isinstance(message, str):
+            raise MalformedEventError("SNS envelope whose Message is not a string")
+        return _json_object(message, "SNS Message")
+    return document
+
+
+def notification_from_ses_record(record: dict[str, Any], bucket: str | None) -> dict[str, Any]:
+    """Turn an SES Lambda-action record into the S3-action notification the rest of the code reads.
+
+    The Lambda action carries no message content; the rule's S3 action (which must run first)
+    stored it at ``inbound/{messageId}`` in the forwarder's bucket.
+    """
+    ses = record.get("ses")
+    if not isinstance(ses, dict) or not isinstance(ses.get("mail"), dict) or not isinstance(ses.get("receipt"), dict):
+        raise MalformedEventError("SES record without ses.mail and ses.receipt")
+    if not bucket:
+        raise MalformedEventError(
+            f"an SES Lambda-action event needs {names.ENV_VAR_EMAIL_BUCKET} set to the bucket "
+            "the rule's S3 action writes to"
+        )
+    message_id = _string(ses["mail"], "messageId", "mail")
+    receipt = dict(ses["receipt"])
+    receipt["action"] = {
+        "type": "S3",
+        "bucketName": bucket,
+        "objectKeyPrefix": names.INBOUND_PREFIX,
+        "objectKey": f"{names.INBOUND_PREFIX}{message_id}",
+    }
+    return {"notificationType": "Received", "mail": ses["mail"], "receipt": receipt}
+
+
+def parse_notification(document: Any, *, expected_bucket: str | None = None) -> MailNotification:
+    if isinstance(document, str):
+        document = _json_object(document, "notification")
+    if not isinstance(document, dict):
+        raise MalformedEventError(f"notification is a {type(document).__name__}, not a JSON object")
+    kind = document.get("notificationType")
+    if kind != "Received":
+        raise MalformedEventError(f"unsupported notificationType {kind!r} (expected 'Received')")
+    mail = _object(document, "mail")
+    receipt = _object(document, "receipt")
+    action = _object(receipt, "action", "receipt")
+    if action.get("type") != "S3":
+        raise MalformedEventError(
+            f"receipt.action.type is {action.get('type')!r}; the forwarder needs the S3 action's notification"
+        )
+    bucket = _string(action, "bucketName", "receipt.action")
+    key = _string(action, "objectKey", "receipt.action")
+    if expected_bucket and bucket != expected_bucket:
+        raise MalformedEventError(
+            f"notification names bucket {bucket!r}; this forwarder reads only {expected_bucket!r}"
+        )
+    return MailNotification(
+        message_id=_string(mail, "messageId", "mail"),
+        bucket=bucket,
+        key=key,
+        timestamp=str(mail.get("timestamp") or receipt.get("timestamp") or ""),
+        spam_verdict=_verdict(receipt, "spamVerdict"),
+        virus_verdict=_verdict(receipt, "virusVerdict"),
+        raw=document,
+    )
+
+
+def is_subscription_notice(document: dict[str, Any]) -> bool:
+    return document.get("notificationType") == SUBSCRIPTION_NOTICE
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        raise MalformedEventError(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedEventError(f"{what} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _object(parent: dict[str, Any], key: str, where: str = "notification") -> dict[str, Any]:
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        raise MalformedEventError(f"{where}.{key} is missing or not an object")
+    return value
+
+
+def _string(parent: dict[str, Any], key: str, where: str) -> str:
+    value = parent.get(key)
+    if not isinstance(value, str) or not value:
+        raise MalformedEventError(f"{where}.{key} is missing or not a non-empty string")
+    return value
+
+
+def _verdict(receipt: dict[str, Any], key: str) -> str | None:
+    verdict = receipt.get(key)
+    status = verdict.get("status") if isinstance(verdict, dict) else None
+    return status if isinstance(status, str) else None

@@ -1,0 +1,297 @@
+"""The forwarder: one delivery core behind the three event shapes of DESIGN.md.
+
+- SQS batch (SNS envelope or raw SES notification per record) -> partial batch failures;
+- SES Lambda action (``Records[].eventSource == "aws:ses"``) -> ``{"disposition": "CONTINUE"}``;
+- retry processor (``{"source": "retry-processor", "notification": ...}``) -> a status, or the
+  failure class raised by name for Step Functions to match.
+
+On the inbound paths nothing is acknowledged unless it was delivered, parked in the retry
+queue, or dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sesmail import names
+from sesmail.aws import AwsClients
+from sesmail.delivery import Deliverer, Delivery, MessageStore
+from sesmail.errors import (
+    FailureClass,
+    MalformedEventError,
+    PermanentError,
+    SesMailError,
+    TokenExpiredError,
+    TransientError,
+    classify,
+)
+from sesmail.events import (
+    MailNotification,
+    SqsRecord,
+    is_subscription_notice,
+    notification_from_ses_record,
+    notification_from_sqs_body,
+    parse_notification,
+)
+from sesmail.gmail import GmailImporter
+from sesmail.http import HttpClient
+from sesmail.log import bound, get_logger
+from sesmail.metrics import emit_counts
+from sesmail.retry_queue import park_for_retry, send_to_dlq
+from sesmail.tokens import AccessTokenProvider
+
+log = get_logger("sesmail.forwarder")
+
+#: When a context gives no remaining time (local runs), assume this much.
+DEFAULT_INVOCATION_SECONDS = 60.0
+_CONTRACT_ERRORS: dict[FailureClass, type[SesMailError]] = {
+    FailureClass.TOKEN_DEAD: TokenExpiredError,
+    FailureClass.TRANSIENT: TransientError,
+    FailureClass.PERMANENT: PermanentError,
+}
+
+
+class ConfigurationError(RuntimeError):
+    """The function's environment is incomplete: a deployment problem, not a mail problem."""
+
+
+@dataclass(frozen=True)
+class ForwarderSettings:
+    env: str
+    retry_queue_url: str
+    inbound_dlq_url: str
+    extra_labels: tuple[str, ...] = ()
+    gmail_api_base_url: str = names.GMAIL_API_BASE_URL
+    email_bucket: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ForwarderSettings:
+        required = (names.ENV_VAR_ENV, names.ENV_VAR_RETRY_QUEUE_URL, names.ENV_VAR_INBOUND_DLQ_URL)
+        missing = [key for key in required if not environ.get(key)]
+        if missing:
+            raise ConfigurationError(
+                f"the forwarder's environment lacks {', '.join(missing)}; redeploy with `pulumi up`"
+            )
+        labels = environ.get(names.ENV_VAR_GMAIL_LABELS, "")
+        return cls(
+            env=names.check_env(environ[names.ENV_VAR_ENV]),
+            retry_queue_url=environ[names.ENV_VAR_RETRY_QUEUE_URL],
+            inbound_dlq_url=environ[names.ENV_VAR_INBOUND_DLQ_URL],
+            extra_labels=tuple(label.strip() for label in labels.split(",") if label.strip()),
+            gmail_api_base_url=environ.get(names.ENV_VAR_GMAIL_API_BASE_URL) or names.GMAIL_API_BASE_URL,
+            email_bucket=environ.get(names.ENV_VAR_EMAIL_BUCKET) or None,
+        )
+
+
+@dataclass
+class _Invocation:
+    request_id: str
+    deadline: float
+    counts: Counter[str]
+
+
+class Forwarder:
+    def __init__(
+        self,
+        settings: ForwarderSettings,
+        clients: AwsClients,
+        *,
+        http: HttpClient | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._clients = clients
+        self._clock = clock
+        http = http or HttpClient()
+        self.tokens = AccessTokenProvider(settings.env, clients.read_parameters, http, clock=clock)
+        importer = GmailImporter(settings.gmail_api_base_url, self.tokens, http)
+        store = MessageStore(lambda: clients.s3)
+        self._deliverer = Deliverer(store, importer, settings.extra_labels, sleep=sleep, clock=clock)
+
+    @classmethod
+    def from_environ(cls) -> Forwarder:
+        return cls(ForwarderSettings.from_environ(), AwsClients())
+
+    # --- entry --------------------------------------------------------------------------------
+
+    def handle(self, event: Any, context: Any) -> dict[str, Any]:
+        invocation = self._invocation(context)
+        with bound(env=self.settings.env, requestId=invocation.request_id):
+            try:
+                return self._dispatch(event, invocation)
+            finally:
+                emit_counts(self.settings.env, dict(invocation.counts))
+
+    def _dispatch(self, event: Any, invocation: _Invocation) -> dict[str, Any]:
+        if isinstance(event, dict) and event.get("source") == names.RETRY_PROCESSOR_SOURCE:
+            return self._handle_retry(event, invocation)
+        records = event.get("Records") if isinstance(event, dict) else None
+        if not isinstance(records, list):
+            raise MalformedEventError("event is neither an SQS/SES batch nor a retry-processor invocation")
+        if records and all(isinstance(r, dict) and r.get("eventSource") == "aws:ses" for r in records):
+            return self._handle_ses(records, invocation)
+        return self._handle_sqs(records, invocation)
+
+    # --- SQS: the inbound queue ---------------------------------------------------------------------
+
+    def _handle_sqs(self, records: list[Any], invocation: _Invocation) -> dict[str, Any]:
+        failures = []
+        for index, raw_record in enumerate(records):
+            item_id = raw_record.get("messageId") if isinstance(raw_record, dict) else None
+            if not self._handle_sqs_record(raw_record, invocation):
+                failures.append({"itemIdentifier": item_id if isinstance(item_id, str) else str(index)})
+        return {"batchItemFailures": failures}
+
+    def _handle_sqs_record(self, raw_record: Any, invocation: _Invocation) -> bool:
+        """True when the record may be deleted from the queue."""
+        try:
+            record = SqsRecord.from_event(raw_record)
+        except MalformedEventError as error:
+            # Without a messageId or body there is nothing to dead-letter; let SQS redrive it.
+            log.error("unusable SQS record", extra={"event": "delivery.failed", "reason": error.reason})
+            invocation.counts[names.METRIC_FAILED] += 1
+            return False
+        with bound(sqsMessageId=record.message_id):
+            try:
+                document = notification_from_sqs_body(record.body)
+                if is_subscription_notice(document):
+                    log.info("SES topic subscription notice; nothing to deliver", extra={"event": "delivery.ignored"})
+                    return True
+                note = parse_notification(document, expected_bucket=self.settings.email_bucket)
+            except MalformedEventError as error:
+                return self._dead_letter(record.body, error, invocation, {"sqsMessageId": record.message_id})
+            with bound(messageId=note.message_id):
+                return self._deliver_inbound(note, invocation, attempt=record.receive_count, dlq_body=record.body)
+
+    # --- SES Lambda action ------------------------------------------------------------------------
+
+    def _handle_ses(self, records: list[dict[str, Any]], invocation: _Invocation) -> dict[str, Any]:
+        """No queue stands behind this path, so anything undelivered is parked or dead-lettered."""
+        for record in records:
+            try:
+                note = parse_notification(notification_from_ses_record(record, self.settings.email_bucket))
+            except MalformedEventError as error:
+                if not self._dead_letter(json.dumps(record), error, invocation, {}):
+                    raise error from None
+                continue
+            with bound(messageId=note.message_id):
+                if not self._deliver_inbound(note, invocation, attempt=1, dlq_body=note.to_json(), park_transient=True):
+                    raise TransientError("could not deliver, park or dead-letter the message; Lambda will retry")
+        return {"disposition": "CONTINUE"}
+
+    # --- the shared inbound outcome ----------------------------------------------------------------
+
+    def _deliver_inbound(
+        self,
+        note: MailNotification,
+        invocation: _Invocation,
+        *,
+        attempt: int,
+        dlq_body: str,
+        park_transient: bool = False,
+    ) -> bool:
+        try:
+            self._delivered(self._deliverer.deliver(note, invocation.deadline), invocation)
+            return True
+        except Exception as exc:
+            error = classify(exc)
+        if isinstance(error, PermanentError):
+            return self._dead_letter(dlq_body, error, invocation, {"sesMessageId": note.message_id})
+        if isinstance(error, TokenExpiredError) or park_transient:
+            return self._park(note, error, invocation, attempt)
+        log.warning(
+            "transient failure; leaving the message for SQS to redeliver",
+            extra={"event": "delivery.failed", "failureClass": error.failure_class.value, "reason": error.reason},
+        )
+        invocation.counts[names.METRIC_FAILED] += 1
+        return False
+
+    def _delivered(self, delivery: Delivery, invocation: _Invocation) -> None:
+        metric = names.METRIC_FORWARDED if delivery.status == "delivered" else names.METRIC_ALREADY_DELIVERED
+        invocation.counts[metric] += 1
+
+    def _park(self, note: MailNotification, error: SesMailError, invocation: _Invocation, attempt: int) -> bool:
+        try:
+            queued_id = park_for_retry(
+                self._clients.sqs,
+                self.settings.retry_queue_url,
+                note.to_json(),
+                error=error,
+                original_timestamp=note.timestamp,
+                attempt_count=attempt,
+                request_id=invocation.request_id,
+            )
+        except Exception as exc:
+            log.error(
+                "could not park the message in the retry queue; leaving it for SQS to redeliver",
+                extra={"event": "delivery.park_failed", "reason": error.reason, "parkError": classify(exc).reason},
+            )
+            invocation.counts[names.METRIC_FAILED] += 1
+            return False
+        log.warning(
+            "parked for retry",
+            extra={
+                "event": "delivery.parked",
+                "failureClass": error.failure_class.value,
+                "reason": error.reason,
+                "retryMessageId": queued_id,
+            },
+        )
+        invocation.counts[names.METRIC_PARKED] += 1
+        return True
+
+    def _dead_letter(self, body: str, error: SesMailError, invocation: _Invocation, context: Mapping[str, str]) -> bool:
+        invocation.counts[names.METRIC_FAILED] += 1
+        try:
+            dlq_id = send_to_dlq(self._clients.sqs, self.settings.inbound_dlq_url, body, error=error, context=context)
+        except Exception as exc:
+            log.error(
+                "permanent failure, and the inbound DLQ refused the message; leaving it for SQS",
+                extra={"event": "delivery.dlq_failed", "reason": error.reason, "dlqError": classify(exc).reason},
+            )
+            return False
+        log.error(
+            "permanent failure; sent to the inbound DLQ",
+            extra={
+                "event": "delivery.dead_lettered",
+                "failureClass": error.failure_class.value,
+                "reason": error.reason,
+                "dlqMessageId": dlq_id,
+            },
+        )
+        return True
+
+    # --- retry processor ---------------------------------------------------------------------------
+
+    def _handle_retry(self, event: dict[str, Any], invocation: _Invocation) -> dict[str, Any]:
+        try:
+            note = parse_notification(event.get("notification"), expected_bucket=self.settings.email_bucket)
+            with bound(messageId=note.message_id):
+                delivery = self._deliverer.deliver(note, invocation.deadline)
+        except Exception as exc:
+            error = classify(exc)
+            invocation.counts[names.METRIC_FAILED] += 1
+            log.error(
+                "retry delivery failed",
+                extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},
+            )
+            # Step Functions matches the errorType, i.e. the class name: raise the contract class.
+            raise _CONTRACT_ERRORS[error.failure_class](error.reason) from None
+        self._delivered(delivery, invocation)
+        return {"status": delivery.status, "gmailMessageId": delivery.gmail_message_id}
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _invocation(self, context: Any) -> _Invocation:
+        remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+        seconds = remaining_ms() / 1000 if callable(remaining_ms) else DEFAULT_INVOCATION_SECONDS
+        request_id = str(getattr(context, "aws_request_id", "") or "local")
+        deadline = self._clock() + seconds - names.INVOCATION_RESERVE_SECONDS
+        return _Invocation(request_id, deadline, Counter())

@@ -1,0 +1,307 @@
+"""Every name, path, metric and threshold of ses-mail, as pure functions of the environment.
+
+The Pulumi program, the Lambda handlers and the refresh CLI all import this module, so a
+queue name or an alarm threshold is typed exactly once. ``env`` is the Pulumi stack name
+(``test``, ``prod``, ...). Nothing here talks to AWS.
+"""
+
+from __future__ import annotations
+
+import re
+
+PROJECT = "ses-mail"
+
+_ENV_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+def check_env(env: str) -> str:
+    """Refuse environment names that would make invalid AWS names (queues, functions, paths)."""
+    if not _ENV_RE.match(env):
+        raise ValueError(
+            f"invalid environment name {env!r}: use 1-31 lowercase letters, digits or '-' "
+            "(it is the Pulumi stack name, e.g. 'test')"
+        )
+    return env
+
+
+# --- SSM parameters -------------------------------------------------------------------------
+
+
+def parameter_prefix(env: str) -> str:
+    return f"/{PROJECT}/{check_env(env)}/gmail-forwarder/oauth"
+
+
+def client_credentials_parameter(env: str) -> str:
+    """OAuth client JSON as downloaded from Google's console (SecureString)."""
+    return f"{parameter_prefix(env)}/client-credentials"
+
+
+def refresh_token_parameter(env: str) -> str:
+    """Refresh token JSON (SecureString)."""
+    return f"{parameter_prefix(env)}/refresh-token"
+
+
+def refresh_token_expiry_parameter(env: str) -> str:
+    """Token expiry metadata (String, no secret): all the token monitor may read."""
+    return f"{parameter_prefix(env)}/refresh-token-expiry"
+
+
+#: Value Pulumi writes into every parameter it creates; readers treat it as "not configured yet".
+PLACEHOLDER = "PLACEHOLDER"
+
+
+def placeholder_value(env: str) -> str:
+    return f"{PLACEHOLDER}: not configured yet; run: python -m sesmail.refresh --env {env}"
+
+
+def is_placeholder(value: str | None) -> bool:
+    return value is None or not value.strip() or value.strip().startswith(PLACEHOLDER)
+
+
+# --- Queues, topics, functions, state machine ----------------------------------------------------
+
+
+def retry_queue(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-{check_env(env)}"
+
+
+def retry_dlq(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-dlq-{check_env(env)}"
+
+
+def inbound_queue(env: str) -> str:
+    return f"ses-mail-inbound-{check_env(env)}"
+
+
+def inbound_dlq(env: str) -> str:
+    return f"ses-mail-inbound-dlq-{check_env(env)}"
+
+
+def retry_state_machine(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-processor-{check_env(env)}"
+
+
+def alerts_topic(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-token-alerts-{check_env(env)}"
+
+
+def token_expiring_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-token-expiring-{check_env(env)}"
+
+
+def forwarder_function(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-{check_env(env)}"
+
+
+def token_monitor_function(env: str) -> str:
+    return f"ses-mail-token-monitor-{check_env(env)}"
+
+
+def metric_namespace(env: str) -> str:
+    return f"SESMail/{check_env(env)}"
+
+
+def audit_log_group(env: str) -> str:
+    return f"/{PROJECT}/{check_env(env)}/audit"
+
+
+def state_machine_arn(env: str, region: str, account_id: str) -> str:
+    """ARN of the retry processor, derived rather than looked up (the refresh CLI uses it)."""
+    return f"arn:aws:states:{region}:{account_id}:stateMachine:{retry_state_machine(env)}"
+
+
+# --- Mail storage ------------------------------------------------------------------------------
+
+#: Key prefix under which SES's S3 action writes raw messages: ``inbound/{messageId}``.
+INBOUND_PREFIX = "inbound/"
+
+#: S3 object tag recording the Gmail id of an imported message (idempotency marker).
+GMAIL_ID_TAG = "gmail-message-id"
+
+DEFAULT_RETAIN_DAYS = 30
+
+# --- Metrics -----------------------------------------------------------------------------------
+
+METRIC_TOKEN_HOURS = "TokenHoursUntilExpiration"
+METRIC_TOKEN_MONITORING_ERRORS = "TokenMonitoringErrors"
+METRIC_RETRY_DELIVERED = "RetryMessagesDelivered"
+METRIC_RETRY_FAILED = "RetryMessagesFailed"
+METRIC_RETRY_COMPLETED = "RetryProcessingCompleted"
+METRIC_FORWARDED = "MessagesForwarded"
+METRIC_ALREADY_DELIVERED = "MessagesAlreadyDelivered"
+METRIC_PARKED = "MessagesParkedForRetry"
+METRIC_FAILED = "MessagesFailed"
+
+# --- Token lifecycle thresholds ------------------------------------------------------------------
+
+#: Google's refresh-token lifetime for apps in "Testing" publishing status, when it does not say.
+TESTING_TOKEN_LIFETIME_DAYS = 7
+#: Alarm when fewer hours than this remain.
+TOKEN_EXPIRING_HOURS = 24
+TOKEN_CRITICAL_HOURS = 6
+TOKEN_EXPIRED_HOURS = 0
+#: Access tokens are reused until this many seconds before Google says they expire.
+ACCESS_TOKEN_SAFETY_MARGIN_SECONDS = 300
+
+# --- Retry processor and queues ------------------------------------------------------------------
+
+RETRY_INITIAL_BACKOFF_SECONDS = 30
+RETRY_BACKOFF_RATE = 2.0
+RETRY_MAX_ATTEMPTS = 3
+RETRY_MAX_BACKOFF_SECONDS = 15 * 60
+RETRY_QUEUE_VISIBILITY_SECONDS = 15 * 60
+RETRY_QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
+RETRY_QUEUE_DEPTH_ALARM_THRESHOLD = 1
+DLQ_DEPTH_ALARM_THRESHOLD = 1
+#: SQS receive size (the API maximum).
+SQS_BATCH_SIZE = 10
+
+# --- Gmail ---------------------------------------------------------------------------------------
+
+GMAIL_API_BASE_URL = "https://gmail.googleapis.com"
+GMAIL_IMPORT_UPLOAD_PATH = "/upload/gmail/v1/users/me/messages/import"
+GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.insert"
+#: Gmail's per-user quota for new projects, and the cost of one messages.import call.
+GMAIL_QUOTA_UNITS_PER_MINUTE = 6000
+GMAIL_IMPORT_QUOTA_UNITS = 25
+#: Gmail refuses messages larger than this through the upload endpoint.
+GMAIL_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+DEFAULT_LABELS = ("INBOX", "UNREAD")
+SPAM_LABELS = ("SPAM",)
+
+# --- Forwarder environment variables (the contract between Pulumi and the handler) --------------
+
+ENV_VAR_ENV = "SESMAIL_ENV"
+ENV_VAR_RETRY_QUEUE_URL = "RETRY_QUEUE_URL"
+ENV_VAR_INBOUND_DLQ_URL = "INBOUND_DLQ_URL"
+ENV_VAR_GMAIL_LABELS = "GMAIL_LABELS"
+ENV_VAR_GMAIL_API_BASE_URL = "GMAIL_API_BASE_URL"
+#: Optional: the bucket SES writes to; records naming another bucket are refused, and SES
+#: Lambda-action events (which carry no object location) are read from it.
+ENV_VAR_EMAIL_BUCKET = "EMAIL_BUCKET"
+
+# --- Retry queue message attributes --------------------------------------------------------------
+
+ATTR_ORIGINAL_TIMESTAMP = "original_timestamp"
+ATTR_ERROR_TYPE = "error_type"
+ATTR_ATTEMPT_COUNT = "attempt_count"
+ATTR_ORIGINAL_REQUEST_ID = "original_lambda_request_id"
+#: On DLQ messages: the human-readable reason.
+ATTR_ERROR = "error"
+
+#: The event field that marks a retry-processor invocation of the forwarder.
+RETRY_PROCESSOR_SOURCE = "retry-processor"
+
+# --- Forwarder in-process retries (bounded by the invocation's remaining time) ------------------
+
+INPROCESS_MAX_ATTEMPTS = 3
+INPROCESS_BACKOFF_SECONDS = 1.0
+#: A Retry-After longer than this is not waited out in-process: SQS or Step Functions redeliver.
+INPROCESS_MAX_WAIT_SECONDS = 20.0
+#: Time kept back from the invocation's deadline to park or dead-letter what is left.
+INVOCATION_RESERVE_SECONDS = 10.0
+
+# --- Infrastructure settings (sesmail/infra builds the AWS resources from these) ----------------
+
+#: Regions where SES *email receiving* exists (receipt rules, ``inbound-smtp.<region>``). SES can
+#: send from more regions than it can receive in; the Pulumi program refuses any other region
+#: before it creates anything. Source: the "Email receiving endpoints" table of
+#: https://docs.aws.amazon.com/general/latest/gr/ses.html — extend this tuple when AWS adds one.
+SES_RECEIVING_REGIONS: tuple[str, ...] = (
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "sa-east-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "eu-south-1",
+    "il-central-1",
+    "af-south-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+)
+
+MX_PRIORITY = 10
+
+
+def ses_inbound_endpoint(region: str) -> str:
+    """Host the domains' MX record points at."""
+    return f"inbound-smtp.{region}.amazonaws.com"
+
+
+def mx_record(region: str) -> str:
+    """The MX value to publish for every domain: ``10 inbound-smtp.<region>.amazonaws.com``."""
+    return f"{MX_PRIORITY} {ses_inbound_endpoint(region)}"
+
+
+def receipt_rule_set(env: str) -> str:
+    """Our own SES rule set (only when the stack does not join an existing one via ruleSetName)."""
+    return f"{PROJECT}-{check_env(env)}"
+
+
+def receipt_rule(env: str) -> str:
+    return f"{PROJECT}-inbound-rule-{check_env(env)}"
+
+
+def inbound_notification_topic(env: str) -> str:
+    """SNS topic SES's S3 action notifies; the inbound queue subscribes to it."""
+    return f"{PROJECT}-inbound-notifications-{check_env(env)}"
+
+
+def topic_key_alias(env: str) -> str:
+    """Alias of the customer-managed KMS key that encrypts both SNS topics."""
+    return f"alias/{PROJECT}-{check_env(env)}-sns"
+
+
+def forwarder_role(env: str) -> str:
+    return f"{PROJECT}-gmail-forwarder-role-{check_env(env)}"
+
+
+def lambda_log_group(function_name: str) -> str:
+    """The log group Lambda writes to by default; created by Pulumi so it has a retention."""
+    return f"/aws/lambda/{function_name}"
+
+
+_BUCKET_NAME_MAX = 63
+
+
+def email_bucket(env: str, account_id: str, region: str) -> str:
+    """Raw-mail bucket: globally unique because it carries the account and the region."""
+    name = f"{PROJECT}-{check_env(env)}-{account_id}-{region}"
+    if len(name) > _BUCKET_NAME_MAX:
+        raise ValueError(f"bucket name {name!r} is longer than {_BUCKET_NAME_MAX} characters: use a shorter stack name")
+    return name
+
+
+FORWARDER_HANDLER = "handlers.forwarder.handler"
+FORWARDER_RUNTIME = "python3.13"
+FORWARDER_ARCHITECTURE = "arm64"
+FORWARDER_TIMEOUT_SECONDS = 120
+FORWARDER_MEMORY_MB = 256
+FORWARDER_LOG_RETENTION_DAYS = 30
+#: Event source mapping concurrency: Gmail allows GMAIL_QUOTA_UNITS_PER_MINUTE /
+#: GMAIL_IMPORT_QUOTA_UNITS = 240 imports a minute per user; one invocation imports its batch
+#: one message after another, so two pollers stay well inside it. 2 is also AWS's minimum.
+FORWARDER_MAX_CONCURRENCY = 2
+
+#: AWS: an SQS event source's queue visibility timeout should be at least 6x the function timeout.
+INBOUND_QUEUE_VISIBILITY_SECONDS = 6 * FORWARDER_TIMEOUT_SECONDS
+INBOUND_QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
+#: Receives (transient failures) before SQS moves an inbound message to the inbound DLQ.
+INBOUND_QUEUE_MAX_RECEIVE_COUNT = 5
+#: Each retry-processor run receives a message at most once; this many runs that could not
+#: deliver it means it is stuck, so SQS moves it to the retry DLQ (which alarms).
+RETRY_QUEUE_MAX_RECEIVE_COUNT = 10
+#: Dead-letter queues keep messages as long as SQS allows (14 days, counted from the
+#: message's *original* enqueue time).
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600

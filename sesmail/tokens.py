@@ -1,0 +1,354 @@
+"""Google OAuth client configuration, the stored refresh token, and access-token minting.
+
+The forwarder only ever *reads* the refresh token: renewing it is the refresh CLI's job
+(`python -m sesmail.refresh`). Access tokens are minted at the client JSON's ``token_uri`` and
+cached for their lifetime (less a safety margin) in the warm container.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sesmail import names
+from sesmail.errors import (
+    PermanentError,
+    TokenExpiredError,
+    TokenNotConfiguredError,
+    TransientError,
+    classify,
+)
+from sesmail.http import HttpClient, Response, parse_retry_after
+from sesmail.log import get_logger, register_secret
+
+log = get_logger("sesmail.tokens")
+
+TOKEN_TIMEOUT_SECONDS = 10.0
+# Token-endpoint errors that mean "these credentials will not work until a human acts".
+_DEAD_CREDENTIAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"})
+
+
+class ClientConfigError(TokenNotConfiguredError):
+    """The OAuth client JSON is missing, a placeholder, or not what Google's console downloads."""
+
+
+class RefreshTokenError(TokenNotConfiguredError):
+    """The stored refresh token is missing, a placeholder, or unreadable."""
+
+
+# --- Stored values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    kind: str  # "installed" or "web"
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_uri: str
+    auth_uri: str
+    redirect_uris: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, text: str | None, *, env: str = "ENV") -> ClientConfig:
+        fix = f"upload the JSON from Google's console: python -m sesmail.refresh --env {env} --client-secret FILE"
+        if names.is_placeholder(text):
+            raise ClientConfigError(f"the OAuth client JSON is not configured yet; {fix}")
+        try:
+            data = json.loads(text or "")
+        except json.JSONDecodeError as exc:
+            raise ClientConfigError(f"the OAuth client JSON is not valid JSON ({exc.msg}); {fix}") from None
+        kinds = [k for k in ("installed", "web") if isinstance(data, dict) and isinstance(data.get(k), dict)]
+        if not kinds:
+            raise ClientConfigError(
+                "the OAuth client JSON has neither an 'installed' nor a 'web' section "
+                f"(create an OAuth client of type 'Desktop app'); {fix}"
+            )
+        kind = kinds[0]
+        section: dict[str, Any] = data[kind]
+        missing = [k for k in ("client_id", "client_secret", "token_uri", "auth_uri") if not section.get(k)]
+        if missing:
+            raise ClientConfigError(f"the OAuth client JSON's '{kind}' section lacks {', '.join(missing)}; {fix}")
+        for key in ("token_uri", "auth_uri"):
+            if urllib.parse.urlsplit(str(section[key])).scheme not in ("http", "https"):
+                raise ClientConfigError(f"the OAuth client JSON's {key} is not an http(s) URL; {fix}")
+        register_secret(str(section["client_secret"]))
+        return cls(
+            kind=kind,
+            client_id=str(section["client_id"]),
+            client_secret=str(section["client_secret"]),
+            token_uri=str(section["token_uri"]),
+            auth_uri=str(section["auth_uri"]),
+            redirect_uris=tuple(str(u) for u in section.get("redirect_uris") or ()),
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    token: str = field(repr=False)
+    created_at: datetime
+    expires_at: datetime | None
+    scopes: tuple[str, ...] = (names.GMAIL_SCOPE,)
+
+    @classmethod
+    def issued_now(
+        cls,
+        token: str,
+        *,
+        lifetime: timedelta | None,
+        scopes: Sequence[str],
+        now: datetime | None = None,
+    ) -> RefreshToken:
+        created = (now or datetime.now(UTC)).replace(microsecond=0)
+        return cls(token, created, None if lifetime is None else created + lifetime, tuple(scopes))
+
+    @classmethod
+    def from_json(cls, text: str | None, *, env: str = "ENV") -> RefreshToken:
+        fix = f"run: python -m sesmail.refresh --env {env}"
+        if names.is_placeholder(text):
+            raise RefreshTokenError(f"no Gmail refresh token is stored yet; {fix}")
+        try:
+            data = json.loads(text or "")
+            token = data["token"]
+            if not isinstance(token, str) or not token:
+                raise ValueError("empty token")
+            register_secret(token)
+            return cls(
+                token=token,
+                created_at=_parse_iso(data.get("created_at")) or datetime.fromtimestamp(0, UTC),
+                expires_at=_parse_iso(data.get("expires_at")),
+                scopes=tuple(data.get("scopes") or (names.GMAIL_SCOPE,)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RefreshTokenError(f"the stored refresh token is unreadable ({type(exc).__name__}); {fix}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "token": self.token,
+                "created_at": _iso(self.created_at),
+                "expires_at": _iso(self.expires_at),
+                "scopes": list(self.scopes),
+            }
+        )
+
+    def expiry(self) -> TokenExpiry:
+        return TokenExpiry(self.created_at, self.expires_at)
+
+
+@dataclass(frozen=True)
+class TokenExpiry:
+    """The non-secret half of the token: all the monitor and the alarms need to know."""
+
+    created_at: datetime
+    expires_at: datetime | None
+
+    @property
+    def expires_at_epoch(self) -> int | None:
+        return None if self.expires_at is None else int(self.expires_at.timestamp())
+
+    def hours_left(self, now: datetime | None = None) -> float | None:
+        if self.expires_at is None:
+            return None
+        return (self.expires_at - (now or datetime.now(UTC))).total_seconds() / 3600
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "created_at": _iso(self.created_at),
+                "expires_at": _iso(self.expires_at),
+                "expires_at_epoch": self.expires_at_epoch,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> TokenExpiry:
+        if names.is_placeholder(text):
+            raise RefreshTokenError("no token expiry is stored yet")
+        try:
+            data = json.loads(text or "")
+            created = _parse_iso(data.get("created_at"))
+            expires = _parse_iso(data.get("expires_at"))
+            if expires is None and data.get("expires_at_epoch") is not None:
+                expires = datetime.fromtimestamp(int(data["expires_at_epoch"]), UTC)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise RefreshTokenError(f"the token expiry parameter is unreadable ({type(exc).__name__})") from None
+        return cls(created or datetime.fromtimestamp(0, UTC), expires)
+
+
+# --- Minting ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str = field(repr=False)
+    expires_at: float  # time.monotonic() deadline, safety margin already subtracted
+    minted_now: bool = False
+
+
+def mint_access_token(
+    http: HttpClient,
+    client: ClientConfig,
+    refresh_token: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> AccessToken:
+    """Exchange the refresh token for an access token at the client JSON's ``token_uri``."""
+    form = urllib.parse.urlencode(
+        {
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
+            "refresh_token": refresh_token,
+            "grant_type": "refresh_token",
+        }
+    ).encode()
+    try:
+        response = http.request(
+            "POST",
+            client.token_uri,
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            body=form,
+            timeout=TOKEN_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:
+        raise classify(exc) from None
+    if response.status != 200:
+        raise _token_endpoint_error(response)
+    try:
+        payload = json.loads(response.body)
+        value = str(payload["access_token"])
+        lifetime = float(payload.get("expires_in", 3600))
+    except (ValueError, KeyError, TypeError):
+        raise TransientError("the token endpoint answered 200 without a usable access_token") from None
+    register_secret(value)
+    usable = max(lifetime - names.ACCESS_TOKEN_SAFETY_MARGIN_SECONDS, lifetime / 2)
+    return AccessToken(value, clock() + usable, minted_now=True)
+
+
+def _token_endpoint_error(response: Response) -> Exception:
+    try:
+        payload = json.loads(response.body)
+        error = str(payload.get("error", ""))
+        description = str(payload.get("error_description", ""))
+    except (ValueError, AttributeError):
+        error, description = "", response.body[:200].decode("utf-8", "replace")
+    detail = f"token endpoint answered {response.status} {error}: {description}".rstrip(": ")
+    if response.status in (408, 429) or response.status >= 500:
+        return TransientError(detail, retry_after=parse_retry_after(response.header("Retry-After")))
+    if error in _DEAD_CREDENTIAL_ERRORS or response.status in (400, 401, 403):
+        return TokenExpiredError(detail)
+    return PermanentError(detail)
+
+
+# --- The provider the forwarder uses -----------------------------------------------------------------
+
+
+#: Reads SSM parameters: {parameter name: (decrypted value, version)} for the names that exist.
+ParameterReader = Callable[[Sequence[str]], Mapping[str, tuple[str, int]]]
+
+
+@dataclass
+class _Credentials:
+    client: ClientConfig
+    refresh_token: RefreshToken
+    version: int
+
+
+class AccessTokenProvider:
+    """Mints access tokens from the refresh token in SSM; never writes the refresh token.
+
+    On ``invalid_grant`` it re-reads SSM once (the operator may just have renewed the token)
+    before declaring the token dead. A dead token is remembered by its parameter version,
+    so later invocations check SSM (one cheap call) instead of hammering Google.
+    """
+
+    def __init__(
+        self,
+        env: str,
+        read_parameters: ParameterReader,
+        http: HttpClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._env = env
+        self._read = read_parameters
+        self._http = http
+        self._clock = clock
+        self._credentials: _Credentials | None = None
+        self._access: AccessToken | None = None
+        self._dead_version: int | None = None
+
+    def get(self) -> AccessToken:
+        if self._access is not None and self._clock() < self._access.expires_at:
+            return AccessToken(self._access.value, self._access.expires_at, minted_now=False)
+        if self._credentials is None or self._dead_version is not None:
+            self._credentials = self._load()
+        credentials = self._credentials
+        if credentials.version == self._dead_version:
+            raise TokenExpiredError(self._dead_message())
+        try:
+            self._access = self._mint(credentials)
+        except TokenExpiredError as exc:
+            reread = self._load()
+            self._credentials = reread
+            if reread.version == credentials.version:
+                self._dead_version = credentials.version
+                raise TokenExpiredError(f"{exc.reason}; {self._dead_message()}") from None
+            log.info("refresh token changed in SSM; retrying with the new one", extra={"event": "token.reloaded"})
+            self._access = self._mint_or_mark_dead(reread)
+        self._dead_version = None
+        return self._access
+
+    def reject(self, token: AccessToken, detail: str) -> None:
+        """Gmail answered 401 for ``token``: a fresh token means the grant itself is dead."""
+        self._access = None
+        if token.minted_now:
+            self._dead_version = self._credentials.version if self._credentials else None
+            raise TokenExpiredError(f"Gmail rejected a freshly minted access token ({detail}); {self._dead_message()}")
+
+    def _mint(self, credentials: _Credentials) -> AccessToken:
+        token = mint_access_token(self._http, credentials.client, credentials.refresh_token.token, clock=self._clock)
+        log.info("minted a Gmail access token", extra={"event": "token.minted"})
+        return token
+
+    def _mint_or_mark_dead(self, credentials: _Credentials) -> AccessToken:
+        try:
+            return self._mint(credentials)
+        except TokenExpiredError as exc:
+            self._dead_version = credentials.version
+            raise TokenExpiredError(f"{exc.reason}; {self._dead_message()}") from None
+
+    def _load(self) -> _Credentials:
+        client_name = names.client_credentials_parameter(self._env)
+        token_name = names.refresh_token_parameter(self._env)
+        try:
+            values = self._read([client_name, token_name])
+        except Exception as exc:
+            raise classify(exc) from None
+        client_value, _ = values.get(client_name, (None, 0))
+        token_value, version = values.get(token_name, (None, 0))
+        return _Credentials(
+            client=ClientConfig.from_json(client_value, env=self._env),
+            refresh_token=RefreshToken.from_json(token_value, env=self._env),
+            version=version,
+        )
+
+    def _dead_message(self) -> str:
+        return (
+            f"the Gmail refresh token is expired or revoked; renew it with: python -m sesmail.refresh --env {self._env}"
+        )

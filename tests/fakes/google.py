@@ -1,0 +1,961 @@
+"""A fake of Google's OAuth 2.0 and Gmail upload endpoints, served over real HTTP on 127.0.0.1.
+
+Why real HTTP instead of mocking the client: the forwarder ships its own keep-alive client on
+``http.client`` and streams message bodies (chunked transfer encoding), and the refresh CLI
+runs a browser redirect dance. Those wire details — framing, keep-alive, redirects, byte-exact
+multipart bodies — are exactly what breaks in production, so the fake speaks HTTP and checks
+requests as strictly as Google does.
+
+Standard library only, so it runs anywhere the tests run. All mutable state sits behind one
+``threading.Lock``; the server handles each connection on its own thread.
+
+Usage::
+
+    with FakeGoogle() as google:
+        token = google.issue_refresh_token()
+        ...  # point token_uri / GMAIL_API_BASE_URL at google.token_uri / google.base_url
+        assert google.messages[0].raw == raw_bytes
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import secrets
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import IO, Any, Final, Protocol, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+GMAIL_INSERT_SCOPE: Final = "https://www.googleapis.com/auth/gmail.insert"
+IMPORT_PATH: Final = "/upload/gmail/v1/users/me/messages/import"
+TOKEN_PATH: Final = "/token"
+AUTH_PATH: Final = "/o/oauth2/auth"
+
+MAX_MESSAGE_BYTES: Final = 50 * 1024 * 1024  # Gmail's limit for an imported message
+IMPORT_QUOTA_UNITS: Final = 25  # users.messages.import cost in Gmail's per-user quota
+QUOTA_WINDOW_SECONDS: Final = 60.0
+AUTH_CODE_LIFETIME_SECONDS: Final = 600.0
+
+_CHUNK: Final = 1024 * 1024
+_SPOOL_IN_MEMORY: Final = 1024 * 1024  # request bodies above this go to a temp file
+_HEAD_BYTES: Final = 256 * 1024  # metadata part and part headers must fit in here
+
+# Scopes that allow users.messages.import (Gmail API reference).
+_IMPORT_SCOPES: Final = frozenset(
+    {GMAIL_INSERT_SCOPE, "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"}
+)
+_SYSTEM_LABELS: Final = frozenset({"INBOX", "SPAM", "TRASH", "UNREAD", "STARRED", "IMPORTANT", "SENT", "DRAFT", "CHAT"})
+_GOOGLE_STATUS: Final = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_TOKEN_ERRORS: Final = {
+    400: ("invalid_grant", "Token has been expired or revoked."),
+    401: ("invalid_client", "The OAuth client was not found."),
+    429: ("rate_limit_exceeded", "Rate limit exceeded."),
+}
+_JSON: Final = "application/json; charset=UTF-8"
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    """One successful ``users.messages.import``, as the test wants to assert on it."""
+
+    id: str
+    thread_id: str
+    raw: bytes | None  # None when the fake was built with store_bodies=False
+    size: int
+    sha256: str
+    label_ids: list[str]
+    params: dict[str, str]  # query string of the import request
+    access_token: str
+
+
+# --- internal records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """An HTTP response decided by the fake; the handler only writes it."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    disconnect: bool = False
+
+    @classmethod
+    def json(cls, status: int, payload: object, headers: dict[str, str] | None = None) -> _Reply:
+        return cls(status, json.dumps(payload).encode(), {"Content-Type": _JSON, **(headers or {})})
+
+    @classmethod
+    def html(cls, status: int, text: str) -> _Reply:
+        return cls(status, text.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+    def with_headers(self, headers: dict[str, str]) -> _Reply:
+        return _Reply(self.status, self.body, {**self.headers, **headers}, self.delay, self.disconnect)
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Message
+    body: IO[bytes]
+    body_size: int
+
+
+@dataclass
+class _Grant:
+    """What one refresh token stands for; access tokens die with it."""
+
+    scope: str
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    refresh_token: str
+    scope: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class _AuthCode:
+    redirect_uri: str
+    scope: str
+    code_challenge: str | None
+    code_challenge_method: str
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class _ParsedImport:
+    label_ids: list[str]
+    raw: bytes | None
+    size: int
+    sha256: str
+
+
+class _ApiError(Exception):
+    """A Gmail API error in Google's JSON shape, raised from deep inside request parsing."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def reply(self) -> _Reply:
+        return _google_error(self.status, self.message)
+
+
+def _google_error(status: int, message: str, **extra: object) -> _Reply:
+    """Google APIs' error envelope: ``{"error": {"code", "message", "status"}}``."""
+    error: dict[str, object] = {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}
+    error.update(extra)
+    return _Reply.json(status, {"error": error})
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _injected_reply(
+    status: int,
+    body: dict[str, Any] | str | bytes | None,
+    headers: dict[str, str] | None,
+    default: _Reply,
+    delay: float,
+    disconnect: bool,
+) -> _Reply:
+    """Build a scripted response; a str/bytes body is sent verbatim (e.g. a proxy's HTML 502)."""
+    if body is None:
+        reply = default
+    elif isinstance(body, dict):
+        reply = _Reply.json(status, body)
+    else:
+        raw = body.encode() if isinstance(body, str) else body
+        reply = _Reply(status, raw, {"Content-Type": "text/html; charset=utf-8"})
+    return _Reply(status, reply.body, {**reply.headers, **(headers or {})}, delay, disconnect)
+
+
+# --- the fake --------------------------------------------------------------------------------
+
+
+class FakeGoogle:
+    """Google's token, consent and Gmail import endpoints with scriptable failures.
+
+    Configuration attributes (``quota_units_per_minute``, ``consent_behavior``,
+    ``return_refresh_token``, ``refresh_token_expires_in``, ``access_token_lifetime``) may be
+    set at any time; recorded state is exposed as copies taken under the lock.
+    """
+
+    def __init__(self, *, access_token_lifetime: int = 3599, store_bodies: bool = True) -> None:
+        self.access_token_lifetime = access_token_lifetime
+        self.store_bodies = store_bodies
+        self.quota_units_per_minute: int | None = None
+        self.consent_behavior: str = "approve"
+        self.return_refresh_token: bool = True
+        self.refresh_token_expires_in: int | None = None
+        self.client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
+        self.client_secret = "GOCSPX-" + secrets.token_urlsafe(21)
+
+        self._lock = threading.Lock()
+        self._grants: dict[str, _Grant] = {}
+        self._access_tokens: dict[str, _AccessToken] = {}
+        self._codes: dict[str, _AuthCode] = {}
+        self._token_failures: deque[_Reply] = deque()
+        self._gmail_failures: deque[_Reply] = deque()
+        self._quota_log: deque[tuple[float, int]] = deque()
+        self._clock_offset = 0.0
+        self._token_requests: list[dict[str, str]] = []
+        self._consent_requests: list[dict[str, str]] = []
+        self._messages: list[ImportedMessage] = []
+        self._import_requests = 0
+        self._internal_errors: list[str] = []
+
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._base_url: str | None = None
+        self._stopping = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeGoogle:
+        """Bind an ephemeral port on 127.0.0.1 (never a public interface) and serve in a thread."""
+        if self._server is not None:
+            raise RuntimeError("FakeGoogle is already running")
+        self._stopping.clear()
+        server = _Server(("127.0.0.1", 0), self)
+        self._server = server
+        self._base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-google", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; also wakes handlers sleeping in an injected delay. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeGoogle:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("FakeGoogle has not been started")
+        return self._base_url
+
+    @property
+    def token_uri(self) -> str:
+        return self.base_url + TOKEN_PATH
+
+    @property
+    def auth_uri(self) -> str:
+        return self.base_url + AUTH_PATH
+
+    def client_json(self, kind: str = "installed") -> dict[str, Any]:
+        """The OAuth client file as Google's console downloads it, pointing at this fake."""
+        if kind not in ("installed", "web"):
+            raise ValueError(f"kind must be 'installed' or 'web', not {kind!r}")
+        redirect_uris = ["http://localhost"] if kind == "installed" else ["http://localhost:8080/"]
+        return {
+            kind: {
+                "client_id": self.client_id,
+                "project_id": "ses-mail-fake",
+                "auth_uri": self.auth_uri,
+                "token_uri": self.token_uri,
+                "auth_provider_x509_cert_url": self.base_url + "/oauth2/v1/certs",
+                "client_secret": self.client_secret,
+                "redirect_uris": redirect_uris,
+            }
+        }
+
+    # -- test controls -----------------------------------------------------------------------
+
+    def issue_refresh_token(self, scope: str = GMAIL_INSERT_SCOPE) -> str:
+        """A new valid refresh token, as if the operator had just consented."""
+        with self._lock:
+            return self._new_refresh_token(scope)
+
+    def revoke(self, refresh_token: str) -> None:
+        """Kill a refresh token and every access token minted from it (also unknown tokens)."""
+        with self._lock:
+            self._grants.setdefault(refresh_token, _Grant(GMAIL_INSERT_SCOPE)).revoked = True
+
+    def expire_access_tokens(self) -> None:
+        """Make every access token minted so far expired, without touching the clock."""
+        with self._lock:
+            now = self._now()
+            self._access_tokens = {
+                value: _AccessToken(t.refresh_token, t.scope, min(t.expires_at, now))
+                for value, t in self._access_tokens.items()
+            }
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the fake's clock (token expiry, quota window, code lifetime) without sleeping."""
+        with self._lock:
+            self._clock_offset += seconds
+
+    def fail_token(
+        self,
+        status: int,
+        body: dict[str, Any] | str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        *,
+        delay: float = 0.0,
+        disconnect: bool = False,
+    ) -> None:
+        """Script the next ``times`` POST /token responses (before any validation)."""
+        error, description = _TOKEN_ERRORS.get(status, ("internal_failure", "Backend Error"))
+        default = _Reply.json(status, {"error": error, "error_description": description})
+        reply = _injected_reply(status, body, headers, default, delay, disconnect)
+        with self._lock:
+            self._token_failures.extend([reply] * times)
+
+    def fail_gmail(
+        self,
+        status: int,
+        body: dict[str, Any] | str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        *,
+        delay: float = 0.0,
+        disconnect: bool = False,
+    ) -> None:
+        """Script the next ``times`` import responses (after the body is read, before auth).
+
+        ``delay`` holds the response back (for client timeouts); ``disconnect`` closes the
+        connection without any response (for connection-error handling).
+        """
+        reply = _injected_reply(status, body, headers, _google_error(status, _phrase(status)), delay, disconnect)
+        with self._lock:
+            self._gmail_failures.extend([reply] * times)
+
+    # -- recorded state (copies) -------------------------------------------------------------
+
+    @property
+    def token_requests(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [dict(form) for form in self._token_requests]
+
+    @property
+    def consent_requests(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [dict(query) for query in self._consent_requests]
+
+    @property
+    def messages(self) -> list[ImportedMessage]:
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def import_requests(self) -> int:
+        with self._lock:
+            return self._import_requests
+
+    def issued_access_tokens(self) -> list[str]:
+        """Every access token minted so far (live or not), oldest first: for no-secret-in-logs checks."""
+        with self._lock:
+            return list(self._access_tokens)
+
+    @property
+    def internal_errors(self) -> list[str]:
+        """Exceptions inside the fake itself (answered as 500); a conftest should assert none."""
+        with self._lock:
+            return list(self._internal_errors)
+
+    # -- routing (called from handler threads) -----------------------------------------------
+
+    def _route(self, request: _Request) -> _Reply:
+        try:
+            if request.path == TOKEN_PATH and request.method == "POST":
+                return self._handle_token(request)
+            if request.path == AUTH_PATH and request.method == "GET":
+                return self._handle_consent(request.query)
+            if request.path == IMPORT_PATH and request.method == "POST":
+                return self._handle_import(request)
+            return _google_error(404, f"Not Found: {request.method} {request.path}")
+        except Exception as exc:  # a bug in the fake must be visible, not a hung client
+            with self._lock:
+                self._internal_errors.append(f"{type(exc).__name__}: {exc}")
+            return _google_error(500, f"fake google crashed: {type(exc).__name__}: {exc}")
+
+    def _now(self) -> float:
+        return time.monotonic() + self._clock_offset
+
+    # -- POST /token -------------------------------------------------------------------------
+
+    def _handle_token(self, request: _Request) -> _Reply:
+        content_type = request.headers.get("Content-Type", "")
+        is_form = content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
+        form = _parse_form(request.body.read()) if is_form else {}
+        with self._lock:
+            self._token_requests.append(form)
+            if self._token_failures:
+                return self._token_failures.popleft()
+            if not is_form:
+                return _token_error(400, "invalid_request", f"Unsupported content type: {content_type}")
+            if not self._client_authenticated(form, request.headers.get("Authorization")):
+                return _token_error(401, "invalid_client", "The OAuth client was not found.")
+            grant_type = form.get("grant_type", "")
+            if grant_type == "refresh_token":
+                return self._refresh_token_grant(form)
+            if grant_type == "authorization_code":
+                return self._authorization_code_grant(form)
+            return _token_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+    def _client_authenticated(self, form: dict[str, str], authorization: str | None) -> bool:
+        """Google accepts client credentials in the form or as HTTP Basic auth."""
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if client_id is None and scheme.lower() == "basic":
+            decoded = base64.b64decode(credentials.strip() + "==").decode("utf-8", "replace")
+            user, _, password = decoded.partition(":")
+            client_id, client_secret = user, password
+        return client_id == self.client_id and client_secret == self.client_secret
+
+    def _refresh_token_grant(self, form: dict[str, str]) -> _Reply:
+        refresh_token = form.get("refresh_token")
+        if not refresh_token:
+            return _token_error(400, "invalid_request", "Missing required parameter: refresh_token")
+        grant = self._grants.get(refresh_token)
+        if grant is None or grant.revoked:
+            return _token_error(400, "invalid_grant", "Token has been expired or revoked.")
+        return _Reply.json(200, self._mint_access_token(refresh_token, grant.scope))
+
+    def _authorization_code_grant(self, form: dict[str, str]) -> _Reply:
+        """Codes are single-use: looking one up consumes it, even if the exchange then fails."""
+        code = self._codes.pop(form.get("code", ""), None)
+        if code is None or self._now() - code.issued_at > AUTH_CODE_LIFETIME_SECONDS:
+            return _token_error(400, "invalid_grant", "Bad Request")
+        if form.get("redirect_uri") != code.redirect_uri:
+            return _token_error(400, "redirect_uri_mismatch", "Bad Request")
+        pkce_problem = _pkce_problem(code, form.get("code_verifier"))
+        if pkce_problem:
+            return _token_error(400, "invalid_grant", pkce_problem)
+        refresh_token = self._new_refresh_token(code.scope)
+        payload = self._mint_access_token(refresh_token, code.scope)
+        if self.return_refresh_token:
+            payload["refresh_token"] = refresh_token
+        if self.refresh_token_expires_in is not None:
+            payload["refresh_token_expires_in"] = self.refresh_token_expires_in
+        return _Reply.json(200, payload)
+
+    def _new_refresh_token(self, scope: str) -> str:
+        token = "1//fake-" + secrets.token_urlsafe(24)
+        self._grants[token] = _Grant(scope)
+        return token
+
+    def _mint_access_token(self, refresh_token: str, scope: str) -> dict[str, Any]:
+        value = "ya29.fake-" + secrets.token_urlsafe(32)
+        lifetime = self.access_token_lifetime
+        self._access_tokens[value] = _AccessToken(refresh_token, scope, self._now() + lifetime)
+        return {"access_token": value, "expires_in": lifetime, "scope": scope, "token_type": "Bearer"}
+
+    # -- GET /o/oauth2/auth ------------------------------------------------------------------
+
+    def _handle_consent(self, query: dict[str, str]) -> _Reply:
+        """Skip the browser UI: answer at once with the redirect the user's click would cause."""
+        with self._lock:
+            self._consent_requests.append(dict(query))
+            problem = self._consent_problem(query)
+            if problem:
+                return _Reply.html(400, f"<html><body><h1>Error 400: {problem}</h1></body></html>")
+            params = self._consent_outcome(query)
+        redirect_uri = query["redirect_uri"]
+        separator = "" if redirect_uri.endswith(("?", "&")) else "&" if "?" in redirect_uri else "?"
+        return _Reply(302, b"", {"Location": redirect_uri + separator + urlencode(params)})
+
+    def _consent_problem(self, query: dict[str, str]) -> str | None:
+        """What Google's error page would say, or None when the request is acceptable."""
+        if query.get("client_id") != self.client_id:
+            return "invalid_client (The OAuth client was not found.)"
+        redirect = urlsplit(query.get("redirect_uri", ""))
+        if redirect.scheme != "http" or redirect.hostname not in _LOOPBACK_HOSTS:
+            return "redirect_uri_mismatch (desktop clients must redirect to an http loopback address)"
+        if query.get("response_type") != "code":
+            return "invalid_request (Missing or unsupported response_type)"
+        if not query.get("scope"):
+            return "invalid_request (Missing required parameter: scope)"
+        if query.get("code_challenge_method", "plain") not in ("S256", "plain"):
+            return "invalid_request (Invalid code_challenge_method)"
+        if self.consent_behavior not in ("approve", "deny", "wrong_state"):
+            return f"fake misconfigured: consent_behavior={self.consent_behavior!r}"
+        return None
+
+    def _consent_outcome(self, query: dict[str, str]) -> dict[str, str]:
+        state = query.get("state")
+        if self.consent_behavior == "deny":
+            return {"error": "access_denied", **({"state": state} if state is not None else {})}
+        if self.consent_behavior == "wrong_state":
+            state = "tampered-" + (state or "")
+        code = "4/fake-" + secrets.token_urlsafe(32)
+        challenge = query.get("code_challenge")
+        self._codes[code] = _AuthCode(
+            redirect_uri=query["redirect_uri"],
+            scope=query["scope"],
+            code_challenge=challenge,
+            code_challenge_method=query.get("code_challenge_method", "plain"),
+            issued_at=self._now(),
+        )
+        params = {"code": code}
+        if state is not None:
+            params["state"] = state
+        params["scope"] = query["scope"]
+        return params
+
+    # -- POST /upload/gmail/v1/users/me/messages/import --------------------------------------
+
+    def _handle_import(self, request: _Request) -> _Reply:
+        with self._lock:
+            self._import_requests += 1
+            if self._gmail_failures:
+                return self._gmail_failures.popleft()
+            token = self._authenticate(request.headers.get("Authorization"))
+            if isinstance(token, _Reply):
+                return token
+            retry_after = self._take_quota()
+            if retry_after is not None:
+                return _rate_limited(retry_after)
+            keep_raw = self.store_bodies
+        try:  # outside the lock: parsing a 50 MiB upload must not serialise other requests
+            _check_import_query(request.query)
+            parsed = _parse_import(request, keep_raw)
+        except _ApiError as error:
+            return error.reply()
+        message_id = secrets.token_hex(8)
+        message = ImportedMessage(
+            id=message_id,
+            thread_id=message_id,  # a message starting a new thread has threadId == id
+            raw=parsed.raw,
+            size=parsed.size,
+            sha256=parsed.sha256,
+            label_ids=parsed.label_ids,
+            params=dict(request.query),
+            access_token=token,
+        )
+        with self._lock:
+            self._messages.append(message)
+        return _Reply.json(200, {"id": message.id, "threadId": message.thread_id, "labelIds": parsed.label_ids})
+
+    def _authenticate(self, authorization: str | None) -> str | _Reply:
+        """The bearer token if it is live and may import, else Google's 401/403 response."""
+        scheme, _, value = (authorization or "").partition(" ")
+        token = self._access_tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        grant = self._grants.get(token.refresh_token) if token else None
+        if token is None or grant is None or grant.revoked or token.expires_at <= self._now():
+            reply = _google_error(401, "Request had invalid authentication credentials.")
+            return reply.with_headers({"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
+        if not _IMPORT_SCOPES.intersection(token.scope.split()):
+            return _google_error(
+                403,
+                "Request had insufficient authentication scopes.",
+                errors=[
+                    {"message": "Insufficient Permission", "domain": "global", "reason": "insufficientPermissions"}
+                ],
+            )
+        return value.strip()
+
+    def _take_quota(self) -> int | None:
+        """Charge one import against the sliding window; seconds to wait when over quota."""
+        limit = self.quota_units_per_minute
+        if limit is None:
+            return None
+        now = self._now()
+        while self._quota_log and self._quota_log[0][0] <= now - QUOTA_WINDOW_SECONDS:
+            self._quota_log.popleft()
+        used = sum(units for _, units in self._quota_log)
+        if used + IMPORT_QUOTA_UNITS <= limit:
+            self._quota_log.append((now, IMPORT_QUOTA_UNITS))
+            return None
+        for stamp, units in self._quota_log:  # oldest first: when does enough room free up?
+            used -= units
+            if used + IMPORT_QUOTA_UNITS <= limit:
+                return max(1, math.ceil(stamp + QUOTA_WINDOW_SECONDS - now))
+        return math.ceil(QUOTA_WINDOW_SECONDS)  # the limit is below one import's cost
+
+
+# --- request helpers -------------------------------------------------------------------------
+
+_PKCE_VERIFIER_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _token_error(status: int, error: str, description: str) -> _Reply:
+    """The OAuth token endpoint's flat error shape (RFC 6749 section 5.2)."""
+    return _Reply.json(status, {"error": error, "error_description": description})
+
+
+def _rate_limited(retry_after: int) -> _Reply:
+    reply = _google_error(
+        429,
+        "User-rate limit exceeded.",
+        errors=[{"message": "User-rate limit exceeded.", "domain": "usageLimits", "reason": "rateLimitExceeded"}],
+    )
+    return reply.with_headers({"Retry-After": str(retry_after)})
+
+
+def _parse_form(body: bytes) -> dict[str, str]:
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _pkce_problem(code: _AuthCode, verifier: str | None) -> str | None:
+    """RFC 7636 check of the token request's verifier against the consent's challenge."""
+    if code.code_challenge is None:
+        return None
+    if not verifier:
+        return "Missing code verifier."
+    if not 43 <= len(verifier) <= 128 or not _PKCE_VERIFIER_CHARS.issuperset(verifier):
+        return "Invalid code verifier."
+    if code.code_challenge_method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    else:
+        computed = verifier
+    return None if computed == code.code_challenge else "Invalid code verifier."
+
+
+def _check_import_query(query: dict[str, str]) -> None:
+    upload_type = query.get("uploadType")
+    if upload_type != "multipart":
+        raise _ApiError(400, f"Invalid uploadType {upload_type!r}: this endpoint is used with uploadType=multipart")
+    source = query.get("internalDateSource")
+    if source is not None and source not in ("dateHeader", "receivedTime"):
+        raise _ApiError(400, f"Invalid value at 'internal_date_source', \"{source}\"")
+
+
+# --- multipart/related parsing (byte-exact; the email package would re-encode) ---------------
+
+
+def _malformed(detail: str) -> _ApiError:
+    return _ApiError(400, f"Invalid multipart request: {detail}")
+
+
+def _content_type(value: str) -> tuple[str, str | None]:
+    """(lower-cased type/subtype, boundary parameter) of a Content-Type header value."""
+    header = Message()
+    header["Content-Type"] = value
+    return header.get_content_type(), header.get_boundary()
+
+
+def _multipart_boundary(content_type: str) -> bytes:
+    kind, boundary = _content_type(content_type)
+    if kind != "multipart/related" or not boundary:
+        raise _ApiError(400, f"Content-Type must be multipart/related with a boundary, not {content_type!r}")
+    encoded = boundary.encode("ascii", "replace")
+    if len(encoded) > 70 or b"?" in encoded:
+        raise _malformed("boundary must be 1-70 ASCII characters (RFC 2046)")
+    return encoded
+
+
+def _next_delimiter(data: bytes, dash_boundary: bytes, start: int) -> tuple[int, int]:
+    """(end of the previous part, start of the next part's headers) for the next delimiter.
+
+    A delimiter is CRLF "--" boundary CRLF; only the very first may lack the CRLF (no preamble).
+    A close delimiter here means the request has fewer than the two parts Gmail needs.
+    """
+    if start == 0 and data.startswith(dash_boundary):
+        part_end, line_start = 0, 0
+    else:
+        part_end = data.find(b"\r\n" + dash_boundary, start)
+        if part_end < 0:
+            raise _malformed("missing boundary delimiter")
+        line_start = part_end + 2
+    after = line_start + len(dash_boundary)
+    if data[after : after + 2] != b"\r\n":
+        raise _malformed("expected a metadata part and a message part")
+    return part_end, after + 2
+
+
+def _part_headers(data: bytes, start: int) -> tuple[dict[str, str], int]:
+    """A part's CRLF-separated headers (names lower-cased) and where its body starts."""
+    if data.startswith(b"\r\n", start):
+        return {}, start + 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise _malformed("unterminated part headers")
+    headers: dict[str, str] = {}
+    for line in data[start:end].split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if not colon or not name.strip():
+            raise _malformed(f"bad part header line {line[:80]!r}")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return headers, end + 4
+
+
+def _require_part_type(headers: dict[str, str], expected: str, part: str) -> None:
+    kind, _ = _content_type(headers.get("content-type", "text/plain"))
+    matches = kind.startswith(expected) if expected.endswith("/") else kind == expected
+    if not matches:
+        raise _malformed(f"{part} part has Content-Type {kind!r}, expected {expected!r}")
+
+
+def _label_ids(metadata: bytes) -> list[str]:
+    try:
+        parsed = json.loads(metadata.decode("utf-8"))
+    except ValueError:  # includes UnicodeDecodeError
+        raise _ApiError(400, "Invalid JSON payload received in the metadata part.") from None
+    labels = parsed.get("labelIds", []) if isinstance(parsed, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise _ApiError(400, "Invalid value at 'message.label_ids': expected a list of strings")
+    for label in labels:
+        if label not in _SYSTEM_LABELS and not label.startswith(("CATEGORY_", "Label_")):
+            raise _ApiError(400, f"Invalid label: {label}")
+    return labels
+
+
+def _leading_parts(head: bytes, boundary: bytes) -> tuple[list[str], int]:
+    """Label ids from the JSON part and the offset where the raw message starts."""
+    dash = b"--" + boundary
+    _, meta_headers_start = _next_delimiter(head, dash, 0)
+    meta_headers, meta_start = _part_headers(head, meta_headers_start)
+    _require_part_type(meta_headers, "application/json", "metadata")
+    meta_end, media_headers_start = _next_delimiter(head, dash, meta_start)
+    media_headers, raw_start = _part_headers(head, media_headers_start)
+    _require_part_type(media_headers, "message/", "media")
+    return _label_ids(head[meta_start:meta_end]), raw_start
+
+
+def _close_delimiter_start(body: IO[bytes], size: int, boundary: bytes) -> int:
+    """Where the raw message ends: the body must end in CRLF--boundary-- [CRLF]."""
+    close = b"\r\n--" + boundary + b"--"
+    body.seek(max(0, size - len(close) - 2))
+    tail = body.read()
+    for suffix in (close + b"\r\n", close):
+        if tail.endswith(suffix):
+            return size - len(suffix)
+    raise _malformed("missing close delimiter at the end of the body")
+
+
+def _read_message(body: IO[bytes], start: int, end: int, boundary: bytes, keep: bool) -> tuple[str, bytes | None]:
+    """sha256 (and the bytes, if kept) of body[start:end], refusing an embedded delimiter.
+
+    A boundary that occurs inside the message would make Google split the message there,
+    so it is a client bug worth failing loudly on. Without ``keep`` the region is streamed in
+    chunks so a 50 MiB message does not sit in memory.
+    """
+    dash = b"--" + boundary
+    delimiter = b"\r\n" + dash
+    body.seek(start)
+    if keep:
+        raw = body.read(end - start)
+        if raw.startswith(dash) or delimiter in raw:
+            raise _malformed("the boundary occurs inside the message part")
+        return hashlib.sha256(raw).hexdigest(), raw
+    digest, carry, remaining = hashlib.sha256(), b"\r\n", end - start
+    while remaining > 0:
+        chunk = body.read(min(_CHUNK, remaining))
+        remaining -= len(chunk)
+        digest.update(chunk)
+        window = carry + chunk
+        if delimiter in window:
+            raise _malformed("the boundary occurs inside the message part")
+        carry = window[-(len(delimiter) - 1) :]
+    return digest.hexdigest(), None
+
+
+def _parse_import(request: _Request, keep_raw: bool) -> _ParsedImport:
+    boundary = _multipart_boundary(request.headers.get("Content-Type", ""))
+    body, size = request.body, request.body_size
+    body.seek(0)
+    labels, raw_start = _leading_parts(body.read(min(size, _HEAD_BYTES)), boundary)
+    raw_end = _close_delimiter_start(body, size, boundary)
+    if raw_end < raw_start:
+        raise _malformed("the message part overlaps the close delimiter")
+    if raw_end == raw_start:
+        raise _ApiError(400, "'raw' RFC822 payload message string or uploading message via /upload/* URL required")
+    if raw_end - raw_start > MAX_MESSAGE_BYTES:
+        raise _ApiError(413, f"Request payload size exceeds the limit: {MAX_MESSAGE_BYTES} bytes.")
+    sha256, raw = _read_message(body, raw_start, raw_end, boundary, keep_raw)
+    return _ParsedImport(labels, raw, raw_end - raw_start, sha256)
+
+
+# --- HTTP plumbing ---------------------------------------------------------------------------
+
+
+class _Reader(Protocol):
+    """What the handler's ``rfile`` offers (typed as BufferedIOBase, not IO[bytes])."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def readline(self, size: int, /) -> bytes: ...
+
+
+class _BodyError(Exception):
+    """The request body could not be read; answer and drop the connection (framing is lost)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.reply = _google_error(status, message).with_headers({"Connection": "close"})
+
+
+def _copy_exact(src: _Reader, sink: IO[bytes], length: int) -> int:
+    remaining = length
+    while remaining > 0:
+        chunk = src.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise _BodyError(400, "Request body ended before Content-Length bytes")
+        sink.write(chunk)
+        remaining -= len(chunk)
+    return length
+
+
+def _copy_chunked(src: _Reader, sink: IO[bytes]) -> int:
+    """De-chunk a ``Transfer-Encoding: chunked`` body (what http.client sends for iterables)."""
+    total = 0
+    while True:
+        try:
+            size = int(src.readline(1024).split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _BodyError(400, "Invalid chunk size in chunked body") from None
+        if size < 0:
+            raise _BodyError(400, "Invalid chunk size in chunked body")
+        if size == 0:
+            break
+        total += _copy_exact(src, sink, size)
+        if src.read(2) != b"\r\n":
+            raise _BodyError(400, "Chunk not terminated by CRLF")
+    while src.readline(65537) not in (b"\r\n", b"\n", b""):
+        pass  # trailer fields
+    return total
+
+
+def _content_length(value: str) -> int:
+    if not value.strip().isdigit():
+        raise _BodyError(400, f"Invalid Content-Length {value!r}")
+    return int(value)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeGoogle) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up mid-request is routine in failure tests: stay quiet."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like Google's front ends
+    timeout = 60  # an idle keep-alive connection ends instead of pinning a thread forever
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request stderr line; tests assert on recorded state instead."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    @property
+    def _fake(self) -> FakeGoogle:
+        return cast(_Server, self.server).fake
+
+    def _serve(self) -> None:
+        """Read the whole body first (as Google does), then let the fake decide the answer."""
+        try:
+            body, size = self._read_body()
+        except _BodyError as error:
+            self._send(error.reply)
+            return
+        except OSError:
+            self.close_connection = True
+            return
+        with body:
+            url = urlsplit(self.path)
+            query = dict(parse_qsl(url.query, keep_blank_values=True))
+            reply = self._fake._route(_Request(self.command, url.path, query, self.headers, body, size))
+        self._send(reply)
+
+    def _read_body(self) -> tuple[IO[bytes], int]:
+        # The caller owns and closes the spool (``with body:`` in _serve).
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+        try:
+            size = self._copy_body(spool)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool, size
+
+    def _copy_body(self, sink: IO[bytes]) -> int:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return _copy_chunked(self.rfile, sink)
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            return _copy_exact(self.rfile, sink, _content_length(length))
+        if self.command in ("POST", "PUT", "PATCH"):
+            raise _BodyError(411, "Length Required")
+        return 0
+
+    def _send(self, reply: _Reply) -> None:
+        if reply.delay > 0:
+            self._fake._stopping.wait(reply.delay)  # stop() cuts the delay short
+        if reply.disconnect:
+            self.close_connection = True
+            return
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:
+            self.close_connection = True

@@ -1,0 +1,64 @@
+"""The Lambda code path imports with only what the AWS Lambda Python runtime ships.
+
+The handlers and ``sesmail/`` minus ``sesmail/infra/`` are copied to a scratch directory and
+imported by a fresh interpreter whose path holds nothing but that copy and boto3 with its own
+dependencies, exactly like the Lambda runtime: no pulumi, no requests, no google-auth.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# boto3 and what it depends on: the Lambda Python runtime ships exactly these.
+RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six")
+
+PROBE = """
+import sys
+import handlers.forwarder
+import sesmail.forwarder, sesmail.tokens, sesmail.gmail, sesmail.events, sesmail.delivery
+forbidden = sorted(m for m in sys.modules if m.split(".")[0] in {"pulumi", "pulumi_aws", "requests", "google", "moto"})
+assert not forbidden, forbidden
+assert not any(m.startswith("sesmail.infra") for m in sys.modules)
+print("imported", handlers.forwarder.handler.__name__)
+"""
+
+
+def _copy_runtime_packages(site: Path) -> None:
+    for name in RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(origin, site / origin.name)
+
+
+def lambda_code_files(root: Path = ROOT) -> list[Path]:
+    """handlers/ and sesmail/ without sesmail/infra/: what the deployment archive holds."""
+    files = [*root.glob("handlers/**/*.py"), *root.glob("sesmail/**/*.py")]
+    return sorted(p for p in files if "infra" not in p.relative_to(root).parts and "__pycache__" not in p.parts)
+
+
+def test_lambda_code_imports_with_only_the_runtime_packages(tmp_path: Path) -> None:
+    code, site = tmp_path / "task", tmp_path / "runtime"
+    site.mkdir()
+    for source in lambda_code_files():
+        target = code / source.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    _copy_runtime_packages(site)
+
+    # -I -S: no site-packages, no PYTHONPATH; the path is exactly the archive plus the runtime's boto3.
+    bootstrap = f"import sys; sys.path[:0] = [{str(code)!r}, {str(site)!r}]\n"
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", bootstrap + PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "imported handler" in result.stdout
+    assert not (code / "sesmail" / "infra").exists()
