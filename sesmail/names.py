@@ -155,6 +155,15 @@ RETRY_QUEUE_DEPTH_ALARM_THRESHOLD = 1
 DLQ_DEPTH_ALARM_THRESHOLD = 1
 #: SQS receive size (the API maximum).
 SQS_BATCH_SIZE = 10
+#: Retry processor: deliveries in flight at once. Gmail allows 6,000 quota units a minute per
+#: user and an import costs 25, i.e. 4 imports a second; two concurrent imports stay under it
+#: while the inbound path (also at most 2 concurrent) runs beside the drain.
+RETRY_MAP_MAX_CONCURRENCY = 2
+#: Long polling (any wait >= 1 s) asks every SQS server, so an empty answer means empty.
+RETRY_RECEIVE_WAIT_SECONDS = 1
+#: A Standard execution's history holds at most 25,000 events (~25 per message at worst); past
+#: this many batches the processor hands over to a fresh execution of itself.
+RETRY_BATCHES_PER_EXECUTION = 50
 
 # --- Gmail ---------------------------------------------------------------------------------------
 
@@ -305,3 +314,44 @@ RETRY_QUEUE_MAX_RECEIVE_COUNT = 10
 #: Dead-letter queues keep messages as long as SQS allows (14 days, counted from the
 #: message's *original* enqueue time).
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
+# --- Refresh CLI (python -m sesmail.refresh) and the token monitor ------------------------------
+
+
+def refresh_command(env: str) -> str:
+    """The command an operator runs to renew the token; every "what to do" message quotes it."""
+    return f"python -m sesmail.refresh --env {check_env(env)}"
+
+
+def deploy_command(env: str) -> str:
+    """The command that creates the stack's resources (parameters, queues, state machine, log group)."""
+    return f"pulumi up --stack {check_env(env)}"
+
+
+#: ``TokenHoursUntilExpiration`` for a token without an expiry (an app "In production"): one
+#: year, far above every alarm threshold yet still a readable value on the dashboard.
+TOKEN_NO_EXPIRY_HOURS = 365 * 24
+#: CloudWatch unit of ``TokenHoursUntilExpiration`` (CloudWatch has no "Hours" unit).
+METRIC_TOKEN_HOURS_UNIT = "None"
+
+#: The OAuth loopback server binds this address only (never a public interface), and the
+#: redirect URI names it literally so no ``localhost`` resolution can send the code elsewhere.
+OAUTH_LOOPBACK_HOST = "127.0.0.1"
+OAUTH_DEFAULT_PORT = 8080
+#: How long the loopback server waits for Google's redirect before giving up.
+OAUTH_CONSENT_TIMEOUT_SECONDS = 300
+
+#: Audit records of token renewals go to one stream a day in ``audit_log_group(env)``.
+AUDIT_ACTION_TOKEN_RENEWED = "refresh-token.renewed"
+
+
+def audit_log_stream(day: str) -> str:
+    """Log stream for the audit records of one UTC day (``YYYY-MM-DD``)."""
+    return f"refresh-cli/{day}"
+
+
+#: Seconds between progress polls of ``--wait`` (tests set the variable to make it fast).
+ENV_VAR_POLL_SECONDS = "SESMAIL_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 5.0
+#: Set to 1 to get a (secret-redacted) traceback with an unexpected error of the refresh CLI.
+ENV_VAR_DEBUG = "SESMAIL_DEBUG"

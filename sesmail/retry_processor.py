@@ -1,0 +1,307 @@
+"""The retry processor's Step Functions definition, built from :mod:`sesmail.names` constants.
+
+It drains the whole retry queue, batch after batch, until a receive comes back empty:
+
+    Receive (<= 10) -> Map (bounded concurrency) over the messages:
+        invoke the forwarder {"source": "retry-processor", "notification": <body>}
+          delivered / already-delivered       -> delete the message
+          TransientError (and Lambda hiccups)  -> retried: 30 s, x2, 3 attempts
+          PermanentError, retries exhausted,
+          or an answer without a status        -> copy to the retry DLQ with the reason, then delete
+          TokenExpiredError                    -> stop everything, delete nothing, FAIL
+    -> tally -> receive again ... -> publish RetryMessagesDelivered / RetryMessagesFailed /
+       RetryProcessingCompleted -> succeed with the totals.
+
+A message is deleted only after it was delivered or is safely in the DLQ. Items are the SQS
+API's own shape (``MessageId``, ``ReceiptHandle``, ``Body``). Every path that counts is
+guarded so that a missing field can never turn into a ``States.Runtime`` failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sesmail import names
+
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+START_EXECUTION = "arn:aws:states:::states:startExecution"
+_SQS = "arn:aws:states:::aws-sdk:sqs"
+_CLOUDWATCH_PUT = "arn:aws:states:::aws-sdk:cloudwatch:putMetricData"
+
+#: Errors worth retrying with the backoff constants: ours, and Lambda's own service hiccups.
+RETRIABLE_ERRORS = [
+    "TransientError",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+TOKEN_DEAD_ERROR = "TokenExpiredError"
+DELIVERED = "delivered"
+FAILED = "failed"
+#: The DLQ's ``error`` attribute: never empty (SQS refuses empty attribute values).
+_REASON = "States.Format('{}: {}', $.error.Error, $.error.Cause)"
+#: Payload statuses that mean "Gmail has it".
+DELIVERED_STATUSES = ("delivered", "already-delivered")
+
+
+def build_definition(*, env: str, retry_queue_url: str, retry_dlq_url: str, forwarder_function: str) -> dict[str, Any]:
+    """The Amazon States Language document (a dict; the infra component dumps it to JSON)."""
+    return {
+        "Comment": f"Drains {names.retry_queue(env)} into Gmail after a token renewal (ses-mail)",
+        "StartAt": "Init",
+        "States": {
+            "Init": {
+                "Type": "Pass",
+                "Parameters": {DELIVERED: 0, FAILED: 0, "batches": 0},
+                "ResultPath": "$.totals",
+                "Next": "Receive",
+            },
+            "Receive": _receive(retry_queue_url),
+            "AnyMessages": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.receive.Messages[0]", "IsPresent": True, "Next": "DeliverBatch"}],
+                "Default": "PublishMetrics",
+            },
+            "DeliverBatch": _deliver_batch(env, retry_queue_url, retry_dlq_url, forwarder_function),
+            **_tally(DELIVERED, next_state="HasFailed"),
+            **_tally(FAILED, next_state="NextBatch"),
+            "NextBatch": {
+                "Type": "Pass",
+                # Replaces the whole state: the batch and its message bodies are done with.
+                "Parameters": {
+                    "totals": {
+                        f"{DELIVERED}.$": f"$.totals.{DELIVERED}",
+                        f"{FAILED}.$": f"$.totals.{FAILED}",
+                        "batches.$": "States.MathAdd($.totals.batches, 1)",
+                    }
+                },
+                "ResultPath": "$",
+                "Next": "MoreBatchesAllowed",
+            },
+            "MoreBatchesAllowed": {
+                "Type": "Choice",
+                "Choices": [
+                    {
+                        "Variable": "$.totals.batches",
+                        "NumericLessThan": names.RETRY_BATCHES_PER_EXECUTION,
+                        "Next": "Receive",
+                    }
+                ],
+                "Default": "PublishMetrics",
+            },
+            "PublishMetrics": _publish_metrics(env, completed=True, next_state="HandOverIfCapped"),
+            "HandOverIfCapped": {
+                "Type": "Choice",
+                "Choices": [
+                    {
+                        "Variable": "$.totals.batches",
+                        "NumericGreaterThanEquals": names.RETRY_BATCHES_PER_EXECUTION,
+                        "Next": "ContinueInNewExecution",
+                    }
+                ],
+                "Default": "Done",
+            },
+            "ContinueInNewExecution": {
+                "Type": "Task",
+                "Resource": START_EXECUTION,
+                "Parameters": {
+                    "StateMachineArn.$": "$$.StateMachine.Id",
+                    "Input": {"continuedFrom.$": "$$.Execution.Id"},
+                },
+                "ResultPath": None,
+                "Retry": [_retry(["States.ALL"])],
+                "Next": "Done",
+            },
+            "Done": {"Type": "Succeed", "OutputPath": "$.totals"},
+            "PublishMetricsTokenDead": _publish_metrics(env, completed=False, next_state="TokenDead"),
+            "TokenDead": {
+                "Type": "Fail",
+                "Error": TOKEN_DEAD_ERROR,
+                "Cause": (
+                    "The Gmail refresh token is still expired or revoked; nothing was deleted. "
+                    f"Renew it with: python -m sesmail.refresh --env {env}"
+                ),
+            },
+            "PublishMetricsFailed": _publish_metrics(env, completed=False, next_state="ProcessingFailed"),
+            "ProcessingFailed": {
+                "Type": "Fail",
+                "Error": "RetryProcessingFailed",
+                "Cause": "A batch could not be settled; undelivered messages stay in the retry queue.",
+            },
+        },
+    }
+
+
+def _receive(queue_url: str) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": f"{_SQS}:receiveMessage",
+        "Parameters": {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": names.SQS_BATCH_SIZE,
+            "WaitTimeSeconds": names.RETRY_RECEIVE_WAIT_SECONDS,
+            "MessageAttributeNames": ["All"],
+        },
+        "ResultPath": "$.receive",
+        "Retry": [_retry(["States.ALL"])],
+        "Next": "AnyMessages",
+    }
+
+
+def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dict[str, Any]:
+    return {
+        "Type": "Map",
+        "ItemsPath": "$.receive.Messages",
+        "MaxConcurrency": names.RETRY_MAP_MAX_CONCURRENCY,
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "INLINE"},
+            "StartAt": "Deliver",
+            "States": {
+                "Deliver": {
+                    "Type": "Task",
+                    "Resource": LAMBDA_INVOKE,
+                    "Parameters": {
+                        "FunctionName": function,
+                        # The body stays a string: a body that is not JSON must reach the
+                        # forwarder (and end in the DLQ), not break the execution here.
+                        "Payload": {"source": names.RETRY_PROCESSOR_SOURCE, "notification.$": "$.Body"},
+                    },
+                    "ResultSelector": {"Payload.$": "$.Payload"},
+                    "ResultPath": "$.result",
+                    "Retry": [_retry(RETRIABLE_ERRORS)],
+                    "Catch": [
+                        {"ErrorEquals": [TOKEN_DEAD_ERROR], "ResultPath": "$.error", "Next": "StopTokenDead"},
+                        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MoveToDlq"},
+                    ],
+                    "Next": "CheckDelivered",
+                },
+                "CheckDelivered": {
+                    "Type": "Choice",
+                    "Choices": [
+                        {
+                            "And": [
+                                {"Variable": "$.result.Payload.status", "IsPresent": True},
+                                {
+                                    "Or": [
+                                        {"Variable": "$.result.Payload.status", "StringEquals": status}
+                                        for status in DELIVERED_STATUSES
+                                    ]
+                                },
+                            ],
+                            "Next": "DeleteDelivered",
+                        }
+                    ],
+                    "Default": "UnexpectedAnswer",
+                },
+                "DeleteDelivered": _delete(queue_url, outcome=DELIVERED),
+                "UnexpectedAnswer": {
+                    "Type": "Pass",
+                    "Parameters": {
+                        "Error": "UnexpectedForwarderAnswer",
+                        "Cause": "the forwarder answered without a delivered status; not deleting it unseen",
+                    },
+                    "ResultPath": "$.error",
+                    "Next": "MoveToDlq",
+                },
+                "MoveToDlq": {
+                    "Type": "Task",
+                    "Resource": f"{_SQS}:sendMessage",
+                    "Parameters": {
+                        "QueueUrl": dlq_url,
+                        "MessageBody.$": "$.Body",
+                        "MessageAttributes": {
+                            names.ATTR_ERROR: _string_attribute(_REASON),
+                            names.ATTR_ERROR_TYPE: _string_attribute("$.error.Error"),
+                            "original_message_id": _string_attribute("$.MessageId"),
+                        },
+                    },
+                    "ResultPath": None,
+                    "Retry": [_retry(["States.ALL"])],
+                    "Next": "DeleteDeadLettered",
+                },
+                "DeleteDeadLettered": _delete(queue_url, outcome=FAILED),
+                "StopTokenDead": {
+                    "Type": "Fail",
+                    "Error": TOKEN_DEAD_ERROR,
+                    "Cause": f"Gmail refresh token expired or revoked; renew it: python -m sesmail.refresh --env {env}",
+                },
+            },
+        },
+        "ResultPath": "$.batch",
+        "Catch": [
+            {"ErrorEquals": [TOKEN_DEAD_ERROR], "ResultPath": "$.error", "Next": "PublishMetricsTokenDead"},
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "PublishMetricsFailed"},
+        ],
+        "Next": f"Has{DELIVERED.capitalize()}",
+    }
+
+
+def _delete(queue_url: str, *, outcome: str) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": f"{_SQS}:deleteMessage",
+        "Parameters": {"QueueUrl": queue_url, "ReceiptHandle.$": "$.ReceiptHandle"},
+        "ResultSelector": {"outcome": outcome},
+        "Retry": [_retry(["States.ALL"])],
+        "End": True,
+    }
+
+
+def _tally(outcome: str, *, next_state: str) -> dict[str, Any]:
+    """Add the batch's items with this outcome to the totals.
+
+    A JSONPath filter that matches nothing is an error, not an empty list, so a Choice
+    checks for a match before the Pass counts them.
+    """
+    matching = f"$.batch[?(@.outcome == '{outcome}')]"
+    name = outcome.capitalize()
+    return {
+        f"Has{name}": {
+            "Type": "Choice",
+            "Choices": [{"Variable": matching, "IsPresent": True, "Next": f"Add{name}"}],
+            "Default": next_state,
+        },
+        f"Add{name}": {
+            "Type": "Pass",
+            "Parameters": {
+                **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches") if key != outcome},
+                f"{outcome}.$": f"States.MathAdd($.totals.{outcome}, States.ArrayLength({matching}))",
+            },
+            "ResultPath": "$.totals",
+            "Next": next_state,
+        },
+    }
+
+
+def _publish_metrics(env: str, *, completed: bool, next_state: str) -> dict[str, Any]:
+    metrics: list[dict[str, Any]] = [
+        {"MetricName": names.METRIC_RETRY_DELIVERED, "Value.$": f"$.totals.{DELIVERED}", "Unit": "Count"},
+        {"MetricName": names.METRIC_RETRY_FAILED, "Value.$": f"$.totals.{FAILED}", "Unit": "Count"},
+    ]
+    if completed:
+        metrics.append({"MetricName": names.METRIC_RETRY_COMPLETED, "Value": 1, "Unit": "Count"})
+    return {
+        "Type": "Task",
+        "Resource": _CLOUDWATCH_PUT,
+        "Parameters": {"Namespace": names.metric_namespace(env), "MetricData": metrics},
+        "ResultPath": None,
+        "Retry": [_retry(["States.ALL"])],
+        # A metric that cannot be published must not turn a finished drain into a failure.
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": next_state}],
+        "Next": next_state,
+    }
+
+
+def _retry(errors: list[str]) -> dict[str, Any]:
+    return {
+        "ErrorEquals": errors,
+        "IntervalSeconds": names.RETRY_INITIAL_BACKOFF_SECONDS,
+        "BackoffRate": names.RETRY_BACKOFF_RATE,
+        "MaxAttempts": names.RETRY_MAX_ATTEMPTS,
+        "MaxDelaySeconds": names.RETRY_MAX_BACKOFF_SECONDS,
+    }
+
+
+def _string_attribute(path: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue.$": path}
