@@ -45,7 +45,14 @@ _REASON = "States.Format('{}: {}', $.error.Error, $.error.Cause)"
 DELIVERED_STATUSES = ("delivered", "already-delivered")
 
 
-def build_definition(*, env: str, retry_queue_url: str, retry_dlq_url: str, forwarder_function: str) -> dict[str, Any]:
+def build_definition(
+    *,
+    env: str,
+    retry_queue_url: str,
+    retry_dlq_url: str,
+    forwarder_function: str,
+    batches_per_execution: int = names.RETRY_BATCHES_PER_EXECUTION,
+) -> dict[str, Any]:
     """The Amazon States Language document (a dict; the infra component dumps it to JSON)."""
     return {
         "Comment": f"Drains {names.retry_queue(env)} into Gmail after a token renewal (ses-mail)",
@@ -84,7 +91,7 @@ def build_definition(*, env: str, retry_queue_url: str, retry_dlq_url: str, forw
                 "Choices": [
                     {
                         "Variable": "$.totals.batches",
-                        "NumericLessThan": names.RETRY_BATCHES_PER_EXECUTION,
+                        "NumericLessThan": batches_per_execution,
                         "Next": "Receive",
                     }
                 ],
@@ -96,7 +103,7 @@ def build_definition(*, env: str, retry_queue_url: str, retry_dlq_url: str, forw
                 "Choices": [
                     {
                         "Variable": "$.totals.batches",
-                        "NumericGreaterThanEquals": names.RETRY_BATCHES_PER_EXECUTION,
+                        "NumericGreaterThanEquals": batches_per_execution,
                         "Next": "ContinueInNewExecution",
                     }
                 ],

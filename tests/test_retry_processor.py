@@ -34,6 +34,7 @@ from tests.fakes.google import FakeGoogle
 class DrainWorld(World):
     retry_dlq_url: str
     state_machine_arn: str
+    function_arn: str
     interpreter_sleeps: list[float]
 
     def park(self, message_id: str, *, stored: bool = True, body: str | None = None) -> None:
@@ -46,9 +47,13 @@ class DrainWorld(World):
         execution = sfn.start_execution(
             stateMachineArn=self.state_machine_arn, name=f"test-{uuid.uuid4().hex}", input="{}"
         )["executionArn"]
+        return self.wait(execution, timeout)
+
+    def wait(self, execution_arn: str, timeout: float = 60.0) -> dict[str, Any]:
+        sfn = boto3.client("stepfunctions", region_name=REGION)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            described: dict[str, Any] = sfn.describe_execution(executionArn=execution)
+            described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
                 return described
             time.sleep(0.02)
@@ -135,6 +140,7 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
             Handler="handlers.forwarder.handler",
             Code={"ZipFile": _fake_lambda_zip()},
         )["FunctionArn"]
+        world.function_arn = function_arn
         definition = build_definition(
             env=ENV,
             retry_queue_url=world.retry_queue_url,
@@ -253,3 +259,57 @@ def test_empty_queue_succeeds_at_once(drain: DrainWorld) -> None:
     assert result["status"] == "SUCCEEDED", result
     assert json.loads(result["output"]) == {"delivered": 0, "failed": 0, "batches": 0}
     assert drain.google.import_requests == 0
+
+
+def _shim_moto_start_execution_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's interpreter passes ``states:startExecution`` parameters to boto3 as written.
+
+    Step Functions documents them as ``StateMachineArn`` / ``Input`` / ``Name`` (what real AWS
+    accepts, and what the definition uses); boto3's model spells them camelCase. moto 5.2.5
+    leaves the translation out, so this test adds it rather than bending the definition.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
+
+    original = StateTaskServiceSfn._normalise_parameters
+
+    def normalise(self: Any, parameters: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        original(self, parameters, *args, **kwargs)
+        for key in [k for k in parameters if k in ("StateMachineArn", "Input", "Name")]:
+            parameters[key[0].lower() + key[1:]] = parameters.pop(key)
+
+    monkeypatch.setattr(StateTaskServiceSfn, "_normalise_parameters", normalise)
+
+
+def test_long_backlogs_hand_over_to_a_fresh_execution(drain: DrainWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the batch cap (kept small here) the execution publishes, starts a successor and ends."""
+    _shim_moto_start_execution_parameters(monkeypatch)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    capped = build_definition(
+        env=ENV,
+        retry_queue_url=drain.retry_queue_url,
+        retry_dlq_url=drain.retry_dlq_url,
+        forwarder_function=drain.function_arn,
+        batches_per_execution=2,
+    )
+    sfn.update_state_machine(stateMachineArn=drain.state_machine_arn, definition=json.dumps(capped))
+    drain.install_token()
+    for i in range(25):
+        drain.park(f"m{i:02d}")
+
+    first = drain.run()
+
+    assert first["status"] == "SUCCEEDED", (first.get("error"), first.get("cause"))
+    assert json.loads(first["output"]) == {"delivered": 20, "failed": 0, "batches": 2}
+    [successor] = [
+        e
+        for e in sfn.list_executions(stateMachineArn=drain.state_machine_arn)["executions"]
+        if e["executionArn"] != first["executionArn"]
+    ]
+    second = drain.wait(successor["executionArn"])
+    assert second["status"] == "SUCCEEDED", second
+    assert json.loads(second["input"]) == {"continuedFrom": first["executionArn"]}
+    assert json.loads(second["output"]) == {"delivered": 5, "failed": 0, "batches": 1}
+    assert len(drain.google.messages) == 25
+    assert drain.queue_depth(drain.retry_queue_url) == 0
