@@ -355,3 +355,6 @@ ENV_VAR_POLL_SECONDS = "SESMAIL_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 5.0
 #: Set to 1 to get a (secret-redacted) traceback with an unexpected error of the refresh CLI.
 ENV_VAR_DEBUG = "SESMAIL_DEBUG"
+#: Input key with which a retry-processor execution hands a long backlog over to its successor
+#: (its value is the predecessor's execution ARN); ``--wait`` follows the chain through it.
+RETRY_CONTINUED_FROM_KEY = "continuedFrom"

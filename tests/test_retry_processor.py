@@ -42,14 +42,14 @@ class DrainWorld(World):
         note = self.store_mail(message_id) if stored else ses_notification(message_id)
         self.sqs.send_message(QueueUrl=self.retry_queue_url, MessageBody=body or json.dumps(note))
 
-    def run(self, timeout: float = 60.0) -> dict[str, Any]:
+    def run(self, timeout: float = 180.0) -> dict[str, Any]:
         sfn = boto3.client("stepfunctions", region_name=REGION)
         execution = sfn.start_execution(
             stateMachineArn=self.state_machine_arn, name=f"test-{uuid.uuid4().hex}", input="{}"
         )["executionArn"]
         return self.wait(execution, timeout)
 
-    def wait(self, execution_arn: str, timeout: float = 60.0) -> dict[str, Any]:
+    def wait(self, execution_arn: str, timeout: float = 180.0) -> dict[str, Any]:
         sfn = boto3.client("stepfunctions", region_name=REGION)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,73 @@
+"""ses-mail Pulumi program: read the stack config, build the components, export the outputs.
+
+Thin on purpose: every resource lives in a component of ``sesmail/infra`` and every name in
+``sesmail/names.py``. The stack name is the environment (``pulumi up --stack test`` → ``test``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Pulumi runs this file with the project directory as working directory; make the local
+# packages importable however the interpreter was started.
+_ROOT = str(Path(__file__).resolve().parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pulumi  # noqa: E402
+
+from sesmail import names  # noqa: E402
+from sesmail.infra import config as stack_config  # noqa: E402
+from sesmail.infra import context  # noqa: E402
+from sesmail.infra.alerts import Alerts  # noqa: E402
+from sesmail.infra.encryption import TopicKey  # noqa: E402
+from sesmail.infra.forwarder import Forwarder  # noqa: E402
+from sesmail.infra.mail_intake import MailIntake  # noqa: E402
+from sesmail.infra.retry import Retry  # noqa: E402
+from sesmail.infra.tagging import resource_tags  # noqa: E402
+from sesmail.infra.tokens import Tokens  # noqa: E402
+
+config = stack_config.load()
+aws_context = context.lookup()  # fails here, before any resource, outside SES receiving regions
+env = config.env
+tags = resource_tags(env)
+
+topic_key = TopicKey("topic-key", env=env, aws_context=aws_context, tags=tags)
+alerts = Alerts(
+    "alerts",
+    env=env,
+    alert_emails=config.alert_emails,
+    topic_key=topic_key,
+    aws_context=aws_context,
+    tags=tags,
+)
+tokens = Tokens("tokens", env=env, tags=tags)
+retry = Retry("retry", env=env, tags=tags)
+intake = MailIntake("mail-intake", config=config, aws_context=aws_context, topic_key=topic_key, tags=tags)
+forwarder = Forwarder(
+    "forwarder",
+    env=env,
+    extra_labels=config.extra_labels,
+    tokens=tokens,
+    intake=intake,
+    retry=retry,
+    tags=tags,
+)
+
+pulumi.export("emailBucket", intake.bucket.id)
+pulumi.export("inboundQueueUrl", intake.inbound_queue.url)
+pulumi.export("inboundDlqUrl", intake.inbound_dlq.url)
+pulumi.export("retryQueueUrl", retry.queue_url)
+pulumi.export("retryDlqUrl", retry.dlq_url)
+# The retry processor itself is a later issue; its ARN is a pure function of the names.
+pulumi.export(
+    "stateMachineArn",
+    names.state_machine_arn(env, aws_context.region, aws_context.account_id),
+)
+pulumi.export("alertsTopicArn", alerts.topic_arn)
+pulumi.export("forwarderFunctionName", forwarder.function.name)
+pulumi.export("clientCredentialsParameter", tokens.client_credentials.name)
+pulumi.export("refreshTokenParameter", tokens.refresh_token.name)
+pulumi.export("mxRecord", names.mx_record(aws_context.region))
+pulumi.export("dnsRecords", intake.dns_records)

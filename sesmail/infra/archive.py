@@ -1,0 +1,57 @@
+"""Which files make up the Lambda deployment archive (pure: no pulumi import).
+
+DESIGN.md: the archive holds ``handlers/`` and ``sesmail/`` without ``sesmail/infra/`` and needs
+nothing beyond what the Lambda Python runtime ships. The Pulumi program, the tests and the
+benchmarks all call :func:`lambda_source_files`, so they measure and check the very same files.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+
+#: Repository root (this file is ``<root>/sesmail/infra/archive.py``).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Top-level packages shipped to Lambda.
+PACKAGES = ("handlers", "sesmail")
+#: Never shipped: the Pulumi components (they import pulumi, which Lambda does not have).
+EXCLUDED = (PurePosixPath("sesmail/infra"),)
+
+
+def lambda_source_files(root: Path = REPO_ROOT) -> list[tuple[str, Path]]:
+    """``(archive path, file)`` for every ``*.py`` of the shipped packages, sorted.
+
+    Archive paths are relative to the repository root with ``/`` separators, so the handler
+    ``handlers.forwarder.handler`` imports exactly as it does from a checkout. ``__pycache__``
+    and ``sesmail/infra`` are left out; nothing but ``.py`` files is selected.
+    """
+    selected: list[tuple[str, Path]] = []
+    for package in PACKAGES:
+        base = root / package
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*.py"):
+            relative = PurePosixPath(path.relative_to(root).as_posix())
+            if "__pycache__" in relative.parts or not path.is_file():
+                continue
+            if any(relative.is_relative_to(excluded) for excluded in EXCLUDED):
+                continue
+            selected.append((str(relative), path))
+    return sorted(selected)
+
+
+def write_zip(destination: Path, root: Path = REPO_ROOT) -> list[str]:
+    """Write the same files as a zip (for benchmarks and size checks); returns the archive paths.
+
+    Entries get a fixed timestamp so two builds of the same sources are byte-identical.
+    """
+    names: list[str] = []
+    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, path in lambda_source_files(root):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+            names.append(name)
+    return names

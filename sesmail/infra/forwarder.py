@@ -1,0 +1,161 @@
+"""The forwarder Lambda: archive, role and least-privilege policy, log group, SQS trigger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from sesmail import names
+from sesmail.infra import policies
+from sesmail.infra.archive import REPO_ROOT, lambda_source_files
+from sesmail.infra.mail_intake import MailIntake
+from sesmail.infra.retry import Retry
+from sesmail.infra.tokens import Tokens
+
+
+class MissingHandlerError(pulumi.RunError):
+    """The archive would not contain the module the Lambda handler names."""
+
+
+def handler_module_path(handler: str = names.FORWARDER_HANDLER) -> str:
+    """``handlers.forwarder.handler`` → ``handlers/forwarder.py`` (its path in the archive)."""
+    module = handler.rpartition(".")[0]
+    return module.replace(".", "/") + ".py"
+
+
+def lambda_archive(root: Path = REPO_ROOT, handler: str = names.FORWARDER_HANDLER) -> pulumi.AssetArchive:
+    """The deployment package: exactly the files of ``archive.lambda_source_files``."""
+    files = lambda_source_files(root)
+    if handler_module_path(handler) not in {name for name, _ in files}:
+        raise MissingHandlerError(
+            f"{handler_module_path(handler)} is missing under {root}: the forwarder Lambda "
+            f"({handler}) would fail on every invocation"
+        )
+    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in files})
+
+
+def forwarder_environment(
+    *,
+    env: str,
+    retry_queue_url: pulumi.Input[str],
+    inbound_dlq_url: pulumi.Input[str],
+    email_bucket: pulumi.Input[str],
+    extra_labels: Sequence[str],
+) -> dict[str, pulumi.Input[str]]:
+    """The handler's environment contract (DESIGN.md); GMAIL_LABELS only when labels exist."""
+    variables: dict[str, pulumi.Input[str]] = {
+        names.ENV_VAR_ENV: env,
+        names.ENV_VAR_RETRY_QUEUE_URL: retry_queue_url,
+        names.ENV_VAR_INBOUND_DLQ_URL: inbound_dlq_url,
+        names.ENV_VAR_EMAIL_BUCKET: email_bucket,
+    }
+    if extra_labels:
+        variables[names.ENV_VAR_GMAIL_LABELS] = ",".join(extra_labels)
+    return variables
+
+
+class Forwarder(pulumi.ComponentResource):
+    """``names.forwarder_function(env)``: Python on arm64, triggered by the inbound queue."""
+
+    log_group: aws.cloudwatch.LogGroup
+    role: aws.iam.Role
+    role_policy: aws.iam.RolePolicy
+    function: aws.lambda_.Function
+    event_source_mapping: aws.lambda_.EventSourceMapping
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        env: str,
+        extra_labels: Sequence[str],
+        tokens: Tokens,
+        intake: MailIntake,
+        retry: Retry,
+        tags: Mapping[str, str],
+        archive_root: Path = REPO_ROOT,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sesmail:infra:Forwarder", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        function_name = names.forwarder_function(env)
+
+        # Created by us (not by Lambda on first run) so it has a retention and is deleted with
+        # the stack; the function depends on it so no log line lands in an unmanaged group.
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=names.lambda_log_group(function_name),
+            retention_in_days=names.FORWARDER_LOG_RETENTION_DAYS,
+            tags=dict(tags),
+            opts=child,
+        )
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            name=names.forwarder_role(env),
+            description=f"ses-mail {env}: the Gmail forwarder Lambda",
+            assume_role_policy=json.dumps(policies.lambda_assume_role_policy()),
+            tags=dict(tags),
+            opts=child,
+        )
+        policy_document = pulumi.Output.all(
+            client_credentials_parameter_arn=tokens.client_credentials.arn,
+            refresh_token_parameter_arn=tokens.refresh_token.arn,
+            bucket_arn=intake.bucket.arn,
+            inbound_queue_arn=intake.inbound_queue.arn,
+            retry_queue_arn=retry.queue.arn,
+            inbound_dlq_arn=intake.inbound_dlq.arn,
+            log_group_arn=self.log_group.arn,
+        ).apply(lambda arns: json.dumps(policies.forwarder_policy(**arns)))
+        self.role_policy = aws.iam.RolePolicy(
+            f"{name}-policy",
+            name="least-privilege",
+            role=self.role.name,
+            policy=policy_document,
+            opts=child,
+        )
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            name=function_name,
+            description=f"ses-mail {env}: imports mail received by SES into Gmail",
+            role=self.role.arn,
+            runtime=names.FORWARDER_RUNTIME,
+            architectures=[names.FORWARDER_ARCHITECTURE],
+            handler=names.FORWARDER_HANDLER,
+            code=lambda_archive(archive_root),
+            timeout=names.FORWARDER_TIMEOUT_SECONDS,
+            memory_size=names.FORWARDER_MEMORY_MB,
+            environment=aws.lambda_.FunctionEnvironmentArgs(
+                variables=forwarder_environment(
+                    env=env,
+                    retry_queue_url=retry.queue.url,
+                    inbound_dlq_url=intake.inbound_dlq.url,
+                    email_bucket=intake.bucket.id,
+                    extra_labels=extra_labels,
+                )
+            ),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=self.log_group.name),
+            tags=dict(tags),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
+        )
+        # Lambda checks the role can receive from the queue when the mapping is created, hence
+        # depends_on the policy. Concurrency: Gmail's per-user quota is 240 imports a minute
+        # (names.GMAIL_QUOTA_UNITS_PER_MINUTE / names.GMAIL_IMPORT_QUOTA_UNITS); one invocation
+        # imports its batch sequentially, so 2 concurrent pollers (AWS's minimum) stay inside
+        # it even together with the retry processor, and a burst just waits in the queue.
+        self.event_source_mapping = aws.lambda_.EventSourceMapping(
+            f"{name}-inbound-trigger",
+            event_source_arn=intake.inbound_queue.arn,
+            function_name=self.function.arn,
+            batch_size=names.SQS_BATCH_SIZE,
+            function_response_types=["ReportBatchItemFailures"],
+            scaling_config=aws.lambda_.EventSourceMappingScalingConfigArgs(
+                maximum_concurrency=names.FORWARDER_MAX_CONCURRENCY
+            ),
+            enabled=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role_policy]),
+        )
+        self.register_outputs({"functionName": self.function.name, "functionArn": self.function.arn})

@@ -1,0 +1,247 @@
+"""IAM, key, topic, queue and bucket policy documents as plain dicts (pure: no pulumi import).
+
+Every function takes resolved strings and returns a JSON-ready document, so the components wrap
+them in ``Output.apply(json.dumps)`` and the tests check the exact statements. Real AWS enforces
+these policies; moto and the Pulumi mocks do not, so each rule below carries its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sesmail import names
+
+PolicyDocument = dict[str, Any]
+
+VERSION = "2012-10-17"
+SES_PRINCIPAL = "ses.amazonaws.com"
+SNS_PRINCIPAL = "sns.amazonaws.com"
+CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
+LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
+
+FORWARDER_SSM_ACTIONS = ("ssm:GetParameter", "ssm:GetParameters")
+FORWARDER_S3_OBJECT_ACTIONS = ("s3:GetObject", "s3:GetObjectTagging", "s3:PutObjectTagging")
+FORWARDER_SEND_ACTIONS = ("sqs:SendMessage",)
+FORWARDER_CONSUME_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+)
+FORWARDER_LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+
+
+def document(*statements: dict[str, Any]) -> PolicyDocument:
+    return {"Version": VERSION, "Statement": list(statements)}
+
+
+def account_root(partition: str, account_id: str) -> str:
+    return f"arn:{partition}:iam::{account_id}:root"
+
+
+def receipt_rule_arn(partition: str, region: str, account_id: str, rule_set: str, rule: str) -> str:
+    """The ``aws:SourceArn`` SES presents when our receipt rule writes to S3 or publishes to SNS.
+
+    Computed, not read from the rule resource: the rule must be created *after* the bucket and
+    topic policies that name it (SES tests its write access when the rule is created), so taking
+    the ARN from the resource would be a dependency cycle.
+    """
+    return f"arn:{partition}:ses:{region}:{account_id}:receipt-rule-set/{rule_set}:receipt-rule/{rule}"
+
+
+def object_arn(bucket_arn: str, prefix: str) -> str:
+    return f"{bucket_arn}/{prefix}*"
+
+
+def topic_key_policy(partition: str, account_id: str) -> PolicyDocument:
+    """Key policy of the CMK that encrypts both SNS topics.
+
+    An encrypted topic that an AWS service publishes to needs a customer-managed key whose
+    policy lets that service generate data keys: the AWS-managed ``alias/aws/sns`` key cannot be
+    granted to SES or CloudWatch, so with it SES and alarm notifications would fail silently.
+    ``Resource: "*"`` in a key policy means "this key" (AWS requires exactly that form).
+    """
+    service_use = ["kms:GenerateDataKey*", "kms:Decrypt"]
+    same_account = {"StringEquals": {"aws:SourceAccount": account_id}}
+    return document(
+        {
+            # Without this statement the key would become unmanageable (AWS's default key policy).
+            "Sid": "AccountAdministersKey",
+            "Effect": "Allow",
+            "Principal": {"AWS": account_root(partition, account_id)},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+        {
+            "Sid": "SesAndCloudWatchPublishToEncryptedTopics",
+            "Effect": "Allow",
+            "Principal": {"Service": [SES_PRINCIPAL, CLOUDWATCH_PRINCIPAL]},
+            "Action": service_use,
+            "Resource": "*",
+            "Condition": same_account,
+        },
+        {
+            # SNS itself delivers to the (SSE-SQS) inbound queue; SSE-SQS needs nothing from this
+            # key, but SNS may use it on the topic's behalf, limited to this account's topics.
+            "Sid": "SnsUsesKeyForThisAccount",
+            "Effect": "Allow",
+            "Principal": {"Service": SNS_PRINCIPAL},
+            "Action": service_use,
+            "Resource": "*",
+            "Condition": same_account,
+        },
+    )
+
+
+def notification_topic_policy(topic_arn: str, account_id: str, rule_arn: str) -> PolicyDocument:
+    """Only our receipt rule (SES in this account) may publish mail notifications."""
+    return document(
+        {
+            "Sid": "SesReceiptRulePublishes",
+            "Effect": "Allow",
+            "Principal": {"Service": SES_PRINCIPAL},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": rule_arn},
+            },
+        }
+    )
+
+
+def alerts_topic_policy(topic_arn: str, partition: str, region: str, account_id: str) -> PolicyDocument:
+    """CloudWatch alarms of this account and region may publish alerts."""
+    return document(
+        {
+            "Sid": "CloudWatchAlarmsPublish",
+            "Effect": "Allow",
+            "Principal": {"Service": CLOUDWATCH_PRINCIPAL},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": f"arn:{partition}:cloudwatch:{region}:{account_id}:alarm:*"},
+            },
+        }
+    )
+
+
+def inbound_queue_policy(queue_arn: str, topic_arn: str) -> PolicyDocument:
+    """Only our notification topic may send to the inbound queue (SNS → SQS delivery).
+
+    Without a queue policy real SQS rejects SNS's deliveries (moto does not check), and without
+    the ``aws:SourceArn`` condition any topic in any account could inject messages.
+    """
+    return document(
+        {
+            "Sid": "NotificationTopicDelivers",
+            "Effect": "Allow",
+            "Principal": {"Service": SNS_PRINCIPAL},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+        }
+    )
+
+
+def email_bucket_policy(bucket_arn: str, account_id: str, rule_arn: str) -> PolicyDocument:
+    """TLS only; SES may write under ``inbound/`` only, and only for our account's receipt rule."""
+    return document(
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, object_arn(bucket_arn, "")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "SesReceiptRuleWritesInbound",
+            "Effect": "Allow",
+            "Principal": {"Service": SES_PRINCIPAL},
+            "Action": "s3:PutObject",
+            "Resource": object_arn(bucket_arn, names.INBOUND_PREFIX),
+            # Both conditions guard against the confused deputy: another account's SES rule
+            # naming our bucket cannot write here.
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": rule_arn},
+            },
+        },
+    )
+
+
+def lambda_assume_role_policy() -> PolicyDocument:
+    return document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": LAMBDA_PRINCIPAL},
+            "Action": "sts:AssumeRole",
+        }
+    )
+
+
+def forwarder_policy(
+    *,
+    client_credentials_parameter_arn: str,
+    refresh_token_parameter_arn: str,
+    bucket_arn: str,
+    inbound_queue_arn: str,
+    retry_queue_arn: str,
+    inbound_dlq_arn: str,
+    log_group_arn: str,
+) -> PolicyDocument:
+    """The forwarder's whole permission set (DESIGN.md, Security).
+
+    No ``kms:*`` statement: the two SecureStrings use the AWS-managed ``aws/ssm`` key, whose key
+    policy already lets any principal of the account decrypt *through SSM*; the queues use
+    SSE-SQS and the bucket SSE-S3, neither of which involves a KMS permission. Metrics go out as
+    Embedded Metric Format log lines, so no ``cloudwatch:PutMetricData`` either.
+    """
+    return document(
+        {
+            # GetParameters too: the runtime reads both values in one call. The expiry
+            # parameter (and every other path) stays unreadable.
+            "Sid": "ReadOAuthParameters",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_SSM_ACTIONS),
+            "Resource": [client_credentials_parameter_arn, refresh_token_parameter_arn],
+        },
+        {
+            "Sid": "ReadAndMarkInboundMail",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_S3_OBJECT_ACTIONS),
+            "Resource": object_arn(bucket_arn, names.INBOUND_PREFIX),
+        },
+        {
+            # Lets S3 answer 404 NoSuchKey instead of 403 AccessDenied for a missing object, so
+            # the classifier sees a permanent error rather than a retriable permission problem.
+            # It reveals key names (message ids) of this one bucket, never object contents. No
+            # s3:prefix condition: S3's 404-or-403 decision for GetObject is not a list request
+            # and carries no prefix, so a conditioned grant would not take effect there.
+            "Sid": "TellMissingMailFromDeniedMail",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+        },
+        {
+            "Sid": "ParkForRetryOrDeadLetter",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_SEND_ACTIONS),
+            "Resource": [retry_queue_arn, inbound_dlq_arn],
+        },
+        {
+            # What the SQS event source mapping does with the function's role.
+            "Sid": "ConsumeInboundQueue",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_CONSUME_ACTIONS),
+            "Resource": inbound_queue_arn,
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_LOG_ACTIONS),
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        },
+    )

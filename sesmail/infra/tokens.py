@@ -1,0 +1,75 @@
+"""The three SSM parameters of the OAuth token lifecycle, created with placeholders."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+from sesmail import names
+
+#: SecureStrings use the AWS-managed SSM key; the forwarder's policy relies on that (see
+#: ``policies.forwarder_policy``), so it is spelled out rather than left to the default.
+SSM_MANAGED_KEY = "alias/aws/ssm"
+
+
+class Tokens(pulumi.ComponentResource):
+    """Client credentials and refresh token (SecureString) and expiry metadata (String).
+
+    Pulumi writes ``names.placeholder_value(env)`` once and then ignores the value
+    (``ignore_changes=["value"]``): the refresh CLI owns the real contents, and a later
+    ``pulumi up`` must never put the placeholder back over a working token.
+    """
+
+    client_credentials: aws.ssm.Parameter
+    refresh_token: aws.ssm.Parameter
+    refresh_token_expiry: aws.ssm.Parameter
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        env: str,
+        tags: Mapping[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sesmail:infra:Tokens", name, None, opts)
+        keep_value = pulumi.ResourceOptions(parent=self, ignore_changes=["value"])
+        placeholder = names.placeholder_value(env)
+        self.client_credentials = aws.ssm.Parameter(
+            f"{name}-client-credentials",
+            name=names.client_credentials_parameter(env),
+            type="SecureString",
+            key_id=SSM_MANAGED_KEY,
+            value=placeholder,
+            description="OAuth client JSON from Google's console (set by the refresh CLI)",
+            tags=dict(tags),
+            opts=keep_value,
+        )
+        self.refresh_token = aws.ssm.Parameter(
+            f"{name}-refresh-token",
+            name=names.refresh_token_parameter(env),
+            type="SecureString",
+            key_id=SSM_MANAGED_KEY,
+            value=placeholder,
+            description="Gmail OAuth refresh token JSON (set by the refresh CLI)",
+            tags=dict(tags),
+            opts=keep_value,
+        )
+        self.refresh_token_expiry = aws.ssm.Parameter(
+            f"{name}-refresh-token-expiry",
+            name=names.refresh_token_expiry_parameter(env),
+            type="String",
+            value=placeholder,
+            description="Refresh token expiry metadata, no secret (read by the token monitor)",
+            tags=dict(tags),
+            opts=keep_value,
+        )
+        self.register_outputs(
+            {
+                "clientCredentialsParameter": self.client_credentials.name,
+                "refreshTokenParameter": self.refresh_token.name,
+                "refreshTokenExpiryParameter": self.refresh_token_expiry.name,
+            }
+        )

@@ -1,0 +1,260 @@
+"""Least privilege and the resource policies real AWS enforces (mocks and moto do not)."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+import pytest
+
+from sesmail import names
+from sesmail.infra import policies
+from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun, Registration
+
+ENV = STACK
+SCOPED_SERVICES = ("ssm:", "sqs:", "s3:", "kms:")
+
+
+def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(document["Statement"])
+
+
+def as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def grants(document: dict[str, Any], action: str) -> list[str]:
+    """Resources an Allow statement grants ``action`` on (IAM wildcard rules for actions)."""
+    resources: list[str] = []
+    for statement in statements(document):
+        if statement["Effect"] != "Allow":
+            continue
+        if any(fnmatchcase(action, pattern) for pattern in as_list(statement["Action"])):
+            resources.extend(as_list(statement["Resource"]))
+    return resources
+
+
+def allows(document: dict[str, Any], action: str, resource: str) -> bool:
+    return any(fnmatchcase(resource, pattern) for pattern in grants(document, action))
+
+
+def statement(document: dict[str, Any], sid: str) -> dict[str, Any]:
+    (found,) = [s for s in statements(document) if s.get("Sid") == sid]
+    return found
+
+
+def parameter_arn(name: str) -> str:
+    return f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT_ID}:parameter{name}"
+
+
+def queue_arn(name: str) -> str:
+    return f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+
+
+def expected_rule_arn(rule_set: str | None = None) -> str:
+    return (
+        f"arn:{PARTITION}:ses:{REGION}:{ACCOUNT_ID}:receipt-rule-set/"
+        f"{rule_set or names.receipt_rule_set(ENV)}:receipt-rule/{names.receipt_rule(ENV)}"
+    )
+
+
+@pytest.fixture(scope="module")
+def forwarder_policy(example_run: ProgramRun) -> dict[str, Any]:
+    policy: dict[str, Any] = example_run.one("aws:iam/rolePolicy:RolePolicy").json_input("policy")
+    return policy
+
+
+@pytest.fixture(scope="module")
+def bucket_arn() -> str:
+    return f"arn:{PARTITION}:s3:::{names.email_bucket(ENV, ACCOUNT_ID, REGION)}"
+
+
+def identity_policies(run: ProgramRun) -> list[Registration]:
+    types = {"aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy"}
+    return [r for r in run if r.type in types]
+
+
+def test_no_identity_policy_grants_star_resources_for_scoped_services(example_run: ProgramRun) -> None:
+    found = identity_policies(example_run)
+    assert found, "the forwarder's role policy should be in the graph"
+    for registration in found:
+        for stmt in statements(registration.json_input("policy")):
+            actions = as_list(stmt["Action"])
+            if any(a.startswith(SCOPED_SERVICES) for a in actions):
+                for resource in as_list(stmt["Resource"]):
+                    assert resource != "*" and not resource.endswith(":*:*"), (registration.name, stmt)
+            for action in actions:
+                assert action != "*" and not action.endswith(":*"), (registration.name, action)
+
+
+def test_forwarder_reads_only_its_two_oauth_parameters(forwarder_policy: dict[str, Any]) -> None:
+    readable = {
+        parameter_arn(names.client_credentials_parameter(ENV)),
+        parameter_arn(names.refresh_token_parameter(ENV)),
+    }
+    for action in ("ssm:GetParameter", "ssm:GetParameters"):
+        assert set(grants(forwarder_policy, action)) == readable
+    forbidden = [
+        names.refresh_token_expiry_parameter(ENV),
+        f"{names.parameter_prefix(ENV)}/something-else",
+        names.refresh_token_parameter("prod"),
+        "/other-app/secret",
+    ]
+    for name in forbidden:
+        for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"):
+            assert not allows(forwarder_policy, action, parameter_arn(name)), (action, name)
+    assert not grants(forwarder_policy, "ssm:GetParametersByPath")
+    assert not grants(forwarder_policy, "ssm:PutParameter")
+
+
+def test_forwarder_touches_only_inbound_objects(forwarder_policy: dict[str, Any], bucket_arn: str) -> None:
+    for action in policies.FORWARDER_S3_OBJECT_ACTIONS:
+        assert grants(forwarder_policy, action) == [f"{bucket_arn}/{names.INBOUND_PREFIX}*"]
+        assert allows(forwarder_policy, action, f"{bucket_arn}/inbound/abc123")
+        assert not allows(forwarder_policy, action, f"{bucket_arn}/other/abc123")
+    for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetBucketPolicy", "s3:PutBucketPolicy"):
+        assert not grants(forwarder_policy, action), action
+    # Key names only, so a missing object is a 404 (permanent), not a 403 (retried).
+    assert grants(forwarder_policy, "s3:ListBucket") == [bucket_arn]
+
+
+def test_forwarder_sends_only_to_retry_queue_and_inbound_dlq(forwarder_policy: dict[str, Any]) -> None:
+    assert set(grants(forwarder_policy, "sqs:SendMessage")) == {
+        queue_arn(names.retry_queue(ENV)),
+        queue_arn(names.inbound_dlq(ENV)),
+    }
+    for action in policies.FORWARDER_CONSUME_ACTIONS:
+        assert grants(forwarder_policy, action) == [queue_arn(names.inbound_queue(ENV))]
+    assert not allows(forwarder_policy, "sqs:DeleteMessage", queue_arn(names.retry_queue(ENV)))
+    assert not grants(forwarder_policy, "sqs:PurgeQueue")
+
+
+def test_forwarder_has_no_kms_and_writes_only_its_log_group(forwarder_policy: dict[str, Any]) -> None:
+    assert not any(a.startswith("kms:") for s in statements(forwarder_policy) for a in as_list(s["Action"]))
+    log_group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/lambda/{names.forwarder_function(ENV)}"
+    for action in policies.FORWARDER_LOG_ACTIONS:
+        assert set(grants(forwarder_policy, action)) == {log_group, f"{log_group}:*"}
+    assert not grants(forwarder_policy, "logs:CreateLogGroup")
+
+
+def test_forwarder_role_is_assumable_by_lambda_only(example_run: ProgramRun) -> None:
+    role = example_run.one("aws:iam/role:Role", name=names.forwarder_role(ENV))
+    (trust,) = statements(role.json_input("assumeRolePolicy"))
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    assert example_run.one("aws:iam/rolePolicy:RolePolicy").inputs["role"] == names.forwarder_role(ENV)
+
+
+def test_bucket_is_private_encrypted_and_tls_only(example_run: ProgramRun, bucket_arn: str) -> None:
+    block = example_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
+        assert block[flag] is True, flag
+    (rule,) = example_run.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs["rules"]
+    assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    ownership = example_run.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs
+    assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+
+    policy = example_run.one("aws:s3/bucketPolicy:BucketPolicy").json_input("policy")
+    deny = statement(policy, "DenyInsecureTransport")
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert set(deny["Resource"]) == {bucket_arn, f"{bucket_arn}/*"}
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_ses_may_write_only_inbound_with_both_conditions(example_run: ProgramRun, bucket_arn: str) -> None:
+    policy = example_run.one("aws:s3/bucketPolicy:BucketPolicy").json_input("policy")
+    allows_ = [s for s in statements(policy) if s["Effect"] == "Allow"]
+    assert len(allows_) == 1
+    (ses,) = allows_
+    assert ses["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert ses["Action"] == "s3:PutObject"
+    assert ses["Resource"] == f"{bucket_arn}/{names.INBOUND_PREFIX}*"
+    assert ses["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT_ID}
+    assert ses["Condition"]["ArnLike"] == {"aws:SourceArn": expected_rule_arn()}
+
+
+def test_receipt_rule_waits_for_the_policies_ses_checks(example_run: ProgramRun) -> None:
+    rule = example_run.one("aws:ses/receiptRule:ReceiptRule")
+    assert rule.depends_on(example_run.one("aws:s3/bucketPolicy:BucketPolicy"))
+    topic_policy = example_run.one(
+        "aws:sns/topicPolicy:TopicPolicy",
+        arn=f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT_ID}:{names.inbound_notification_topic(ENV)}",
+    )
+    assert rule.depends_on(topic_policy)
+    assert rule.depends_on(example_run.one("aws:kms/key:Key"))
+
+
+def test_receipt_rule_settings(example_run: ProgramRun) -> None:
+    rule = example_run.one("aws:ses/receiptRule:ReceiptRule").inputs
+    assert rule["enabled"] is True
+    assert rule["scanEnabled"] is True
+    assert rule["tlsPolicy"] in {"Optional", "Require"}
+    assert rule["recipients"] == ["example.com"]  # recipients empty → the domains themselves
+    (action,) = rule["s3Actions"]
+    assert action["bucketName"] == names.email_bucket(ENV, ACCOUNT_ID, REGION)
+    assert action["objectKeyPrefix"] == names.INBOUND_PREFIX
+    assert action["topicArn"] == f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT_ID}:{names.inbound_notification_topic(ENV)}"
+    assert action["position"] == 1
+
+
+def test_topics_use_the_customer_managed_key(example_run: ProgramRun) -> None:
+    key = example_run.one("aws:kms/key:Key")
+    assert key.inputs["enableKeyRotation"] is True
+    for topic in example_run.of_type("aws:sns/topic:Topic"):
+        assert topic.inputs["kmsMasterKeyId"] == key.state["arn"], topic.name
+        assert "alias/aws/sns" not in topic.inputs["kmsMasterKeyId"]
+
+
+def test_key_policy_lets_ses_and_cloudwatch_encrypt_for_this_account(example_run: ProgramRun) -> None:
+    policy = example_run.one("aws:kms/key:Key").json_input("policy")
+    root = statement(policy, "AccountAdministersKey")
+    assert root["Principal"] == {"AWS": f"arn:{PARTITION}:iam::{ACCOUNT_ID}:root"}
+    services: dict[str, dict[str, Any]] = {}
+    for stmt in statements(policy):
+        principal = stmt["Principal"]
+        if isinstance(principal, dict) and "Service" in principal:
+            for service in as_list(principal["Service"]):
+                services[service] = stmt
+    assert set(services) == {"ses.amazonaws.com", "cloudwatch.amazonaws.com", "sns.amazonaws.com"}
+    for service, stmt in services.items():
+        assert set(stmt["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}, service
+        assert stmt["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}, service
+
+
+def test_notification_topic_accepts_only_our_receipt_rule(example_run: ProgramRun) -> None:
+    topic_arn = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT_ID}:{names.inbound_notification_topic(ENV)}"
+    policy = example_run.one("aws:sns/topicPolicy:TopicPolicy", arn=topic_arn).json_input("policy")
+    (stmt,) = statements(policy)
+    assert stmt["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert stmt["Action"] == "sns:Publish"
+    assert stmt["Resource"] == topic_arn
+    assert stmt["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT_ID},
+        "ArnLike": {"aws:SourceArn": expected_rule_arn()},
+    }
+
+
+def test_alerts_topic_accepts_this_accounts_alarms(example_run: ProgramRun) -> None:
+    topic_arn = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT_ID}:{names.alerts_topic(ENV)}"
+    policy = example_run.one("aws:sns/topicPolicy:TopicPolicy", arn=topic_arn).json_input("policy")
+    (stmt,) = statements(policy)
+    assert stmt["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert stmt["Action"] == "sns:Publish"
+    assert stmt["Resource"] == topic_arn
+    assert stmt["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT_ID}
+
+
+def test_only_our_topic_may_send_to_the_inbound_queues(example_run: ProgramRun) -> None:
+    topic_arn = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT_ID}:{names.inbound_notification_topic(ENV)}"
+    by_url = {p.inputs["queueUrl"]: p for p in example_run.of_type("aws:sqs/queuePolicy:QueuePolicy")}
+    for queue_name in (names.inbound_queue(ENV), names.inbound_dlq(ENV)):
+        url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{queue_name}"
+        (stmt,) = statements(by_url[url].json_input("policy"))
+        assert stmt["Effect"] == "Allow"
+        assert stmt["Principal"] == {"Service": "sns.amazonaws.com"}
+        assert stmt["Action"] == "sqs:SendMessage"
+        assert stmt["Resource"] == queue_arn(queue_name)
+        assert stmt["Condition"] == {"ArnEquals": {"aws:SourceArn": topic_arn}}
+    assert len(by_url) == 2  # the retry queues accept nobody but IAM principals of the account
