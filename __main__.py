@@ -25,6 +25,7 @@ from sesmail.infra.encryption import TopicKey  # noqa: E402
 from sesmail.infra.forwarder import Forwarder  # noqa: E402
 from sesmail.infra.mail_intake import MailIntake  # noqa: E402
 from sesmail.infra.retry import Retry  # noqa: E402
+from sesmail.infra.retry_processor import RetryProcessor  # noqa: E402
 from sesmail.infra.tagging import resource_tags  # noqa: E402
 from sesmail.infra.tokens import Tokens  # noqa: E402
 
@@ -54,17 +55,16 @@ forwarder = Forwarder(
     retry=retry,
     tags=tags,
 )
+retry_processor = RetryProcessor(
+    "retry-processor", env=env, retry=retry, forwarder=forwarder, aws_context=aws_context, tags=tags
+)
 
 pulumi.export("emailBucket", intake.bucket.id)
 pulumi.export("inboundQueueUrl", intake.inbound_queue.url)
 pulumi.export("inboundDlqUrl", intake.inbound_dlq.url)
 pulumi.export("retryQueueUrl", retry.queue_url)
 pulumi.export("retryDlqUrl", retry.dlq_url)
-# The retry processor itself is a later issue; its ARN is a pure function of the names.
-pulumi.export(
-    "stateMachineArn",
-    names.state_machine_arn(env, aws_context.region, aws_context.account_id),
-)
+pulumi.export("stateMachineArn", retry_processor.state_machine.arn)
 pulumi.export("alertsTopicArn", alerts.topic_arn)
 pulumi.export("forwarderFunctionName", forwarder.function.name)
 pulumi.export("clientCredentialsParameter", tokens.client_credentials.name)

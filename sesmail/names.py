@@ -358,3 +358,20 @@ ENV_VAR_DEBUG = "SESMAIL_DEBUG"
 #: Input key with which a retry-processor execution hands a long backlog over to its successor
 #: (its value is the predecessor's execution ARN); ``--wait`` follows the chain through it.
 RETRY_CONTINUED_FROM_KEY = "continuedFrom"
+
+# --- Retry processor (Step Functions) infrastructure ----------------------------------------------
+
+
+def retry_processor_role(env: str) -> str:
+    return f"{PROJECT}-gmail-forwarder-retry-processor-role-{check_env(env)}"
+
+
+def state_machine_log_group(env: str) -> str:
+    """``/aws/vendedlogs/`` keeps Step Functions' log delivery inside CloudWatch's resource-policy size limit."""
+    return f"/aws/vendedlogs/states/{retry_state_machine(env)}"
+
+
+#: Execution history in the state machine's log group: errors only, and never execution data
+#: (which holds mail headers from the SES notifications).
+STATE_MACHINE_LOG_LEVEL = "ERROR"
+AUDIT_LOG_RETENTION_DAYS = 365

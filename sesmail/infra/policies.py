@@ -245,3 +245,93 @@ def forwarder_policy(
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
         },
     )
+
+
+STATES_PRINCIPAL = "states.amazonaws.com"
+#: Step Functions' log delivery and X-Ray calls support no resource-level permissions (AWS
+#: documents ``Resource: "*"`` for exactly these actions).
+STATES_LOG_DELIVERY_ACTIONS = (
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+)
+STATES_TRACING_ACTIONS = (
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+)
+
+
+def states_assume_role_policy(account_id: str) -> PolicyDocument:
+    return document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": STATES_PRINCIPAL},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        }
+    )
+
+
+def retry_processor_policy(
+    *,
+    retry_queue_arn: str,
+    retry_dlq_arn: str,
+    forwarder_function_arn: str,
+    state_machine_arn: str,
+    namespace: str,
+) -> PolicyDocument:
+    """The retry processor's whole permission set: its queues, the forwarder, its metrics."""
+    return document(
+        {
+            "Sid": "DrainRetryQueue",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+            "Resource": retry_queue_arn,
+        },
+        {
+            "Sid": "DeadLetterUndeliverable",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": retry_dlq_arn,
+        },
+        {
+            "Sid": "InvokeForwarder",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": [forwarder_function_arn, f"{forwarder_function_arn}:*"],
+        },
+        {
+            # Long backlogs continue in a fresh execution of this same state machine.
+            "Sid": "ContinueInNewExecution",
+            "Effect": "Allow",
+            "Action": "states:StartExecution",
+            "Resource": state_machine_arn,
+        },
+        {
+            # PutMetricData has no resource type; the namespace condition is the scope.
+            "Sid": "PublishRetryMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+        },
+        {
+            "Sid": "DeliverExecutionLogs",
+            "Effect": "Allow",
+            "Action": list(STATES_LOG_DELIVERY_ACTIONS),
+            "Resource": "*",
+        },
+        {
+            "Sid": "Tracing",
+            "Effect": "Allow",
+            "Action": list(STATES_TRACING_ACTIONS),
+            "Resource": "*",
+        },
+    )

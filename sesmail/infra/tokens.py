@@ -15,7 +15,7 @@ SSM_MANAGED_KEY = "alias/aws/ssm"
 
 
 class Tokens(pulumi.ComponentResource):
-    """Client credentials and refresh token (SecureString) and expiry metadata (String).
+    """Client credentials and refresh token (SecureString), expiry metadata (String), audit log.
 
     Pulumi writes ``names.placeholder_value(env)`` once and then ignores the value
     (``ignore_changes=["value"]``): the refresh CLI owns the real contents, and a later
@@ -25,6 +25,7 @@ class Tokens(pulumi.ComponentResource):
     client_credentials: aws.ssm.Parameter
     refresh_token: aws.ssm.Parameter
     refresh_token_expiry: aws.ssm.Parameter
+    audit_log: aws.cloudwatch.LogGroup
 
     def __init__(
         self,
@@ -66,8 +67,17 @@ class Tokens(pulumi.ComponentResource):
             tags=dict(tags),
             opts=keep_value,
         )
+        # Where the refresh CLI records each renewal (who, when, which version; never the token).
+        self.audit_log = aws.cloudwatch.LogGroup(
+            f"{name}-audit-log",
+            name=names.audit_log_group(env),
+            retention_in_days=names.AUDIT_LOG_RETENTION_DAYS,
+            tags=dict(tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.register_outputs(
             {
+                "auditLogGroup": self.audit_log.name,
                 "clientCredentialsParameter": self.client_credentials.name,
                 "refreshTokenParameter": self.refresh_token.name,
                 "refreshTokenExpiryParameter": self.refresh_token_expiry.name,

@@ -184,6 +184,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "aws:lambda/function:Function":
             arn = f"arn:{partition}:lambda:{region}:{account}:function:{physical}"
             return physical, {**state, "arn": arn, "name": physical}
+        if typ == "aws:sfn/stateMachine:StateMachine":
+            arn = f"arn:{partition}:states:{region}:{account}:stateMachine:{physical}"
+            return arn, {**state, "arn": arn, "name": physical}
         if typ == "aws:cloudwatch/logGroup:LogGroup":
             arn = f"arn:{partition}:logs:{region}:{account}:log-group:{physical}"
             return physical, {**state, "arn": arn, "name": physical}

@@ -64,6 +64,10 @@ def queue_url(name: str) -> str:
         ("aws:iam/role:Role", names.forwarder_role(ENV)),
         ("aws:kms/alias:Alias", names.topic_key_alias(ENV)),
         ("aws:ses/receiptRule:ReceiptRule", names.receipt_rule(ENV)),
+        ("aws:sfn/stateMachine:StateMachine", names.retry_state_machine(ENV)),
+        ("aws:iam/role:Role", names.retry_processor_role(ENV)),
+        (LOG_GROUP, names.state_machine_log_group(ENV)),
+        (LOG_GROUP, names.audit_log_group(ENV)),
     ],
 )
 def test_every_named_resource_exists_with_its_name_from_names(
@@ -124,6 +128,7 @@ def test_every_resource_belongs_to_a_component(example_run: ProgramRun) -> None:
         "Retry",
         "MailIntake",
         "Forwarder",
+        "RetryProcessor",
     }
     orphans = [r.name for r in example_run.custom_resources if r.parent not in components]
     assert orphans == []
@@ -196,19 +201,19 @@ def test_forwarder_function(example_run: ProgramRun) -> None:
     log_group = example_run.one(LOG_GROUP, name=names.lambda_log_group(names.forwarder_function(ENV)))
     assert inputs["loggingConfig"]["logGroup"] == log_group.inputs["name"]
     assert function.depends_on(log_group)
-    assert function.depends_on(example_run.one(ROLE_POLICY))
+    assert function.depends_on(example_run.one(ROLE_POLICY, role=names.forwarder_role(ENV)))
     role = example_run.one("aws:iam/role:Role", name=names.forwarder_role(ENV))
     assert inputs["role"] == role.state["arn"]
 
 
 def test_extra_labels_become_gmail_labels() -> None:
     run = run_program(stack_config(extraLabels=["Label_1", "IMPORTANT"]))
-    variables = run.one(FUNCTION).inputs["environment"]["variables"]
+    variables = run.one(FUNCTION, name=names.forwarder_function(ENV)).inputs["environment"]["variables"]
     assert variables[names.ENV_VAR_GMAIL_LABELS] == "Label_1,IMPORTANT"
 
 
 def test_log_group_has_retention(example_run: ProgramRun) -> None:
-    log_group = example_run.one(LOG_GROUP)
+    log_group = example_run.one(LOG_GROUP, name=names.lambda_log_group(names.forwarder_function(ENV)))
     assert log_group.inputs["name"] == f"/aws/lambda/{names.forwarder_function(ENV)}"
     assert log_group.inputs["retentionInDays"] == names.FORWARDER_LOG_RETENTION_DAYS
 
@@ -216,7 +221,7 @@ def test_log_group_has_retention(example_run: ProgramRun) -> None:
 def test_event_source_mapping(example_run: ProgramRun) -> None:
     mapping = example_run.one(MAPPING)
     inbound = example_run.one(QUEUE, name=names.inbound_queue(ENV))
-    function = example_run.one(FUNCTION)
+    function = example_run.one(FUNCTION, name=names.forwarder_function(ENV))
     assert mapping.inputs["eventSourceArn"] == inbound.state["arn"]
     assert mapping.inputs["functionName"] == function.state["arn"]
     assert mapping.inputs["batchSize"] == 10
@@ -228,7 +233,7 @@ def test_event_source_mapping(example_run: ProgramRun) -> None:
     assert concurrency == 2
     assert names.GMAIL_QUOTA_UNITS_PER_MINUTE // names.GMAIL_IMPORT_QUOTA_UNITS == 240
     # Lambda validates the role's SQS permissions when the mapping is created.
-    assert mapping.depends_on(example_run.one(ROLE_POLICY))
+    assert mapping.depends_on(example_run.one(ROLE_POLICY, role=names.forwarder_role(ENV)))
 
 
 def test_alert_subscriptions_follow_alert_emails() -> None:

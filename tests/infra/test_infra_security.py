@@ -60,7 +60,9 @@ def expected_rule_arn(rule_set: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def forwarder_policy(example_run: ProgramRun) -> dict[str, Any]:
-    policy: dict[str, Any] = example_run.one("aws:iam/rolePolicy:RolePolicy").json_input("policy")
+    policy: dict[str, Any] = example_run.one(
+        "aws:iam/rolePolicy:RolePolicy", role=names.forwarder_role(ENV)
+    ).json_input("policy")
     return policy
 
 
@@ -142,7 +144,7 @@ def test_forwarder_role_is_assumable_by_lambda_only(example_run: ProgramRun) -> 
     (trust,) = statements(role.json_input("assumeRolePolicy"))
     assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
     assert trust["Action"] == "sts:AssumeRole"
-    assert example_run.one("aws:iam/rolePolicy:RolePolicy").inputs["role"] == names.forwarder_role(ENV)
+    example_run.one("aws:iam/rolePolicy:RolePolicy", role=names.forwarder_role(ENV))  # attached to this role
 
 
 def test_bucket_is_private_encrypted_and_tls_only(example_run: ProgramRun, bucket_arn: str) -> None:
