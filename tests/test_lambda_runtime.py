@@ -13,18 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from sesmail.infra.archive import lambda_source_files
+
 # boto3 and what it depends on: the Lambda Python runtime ships exactly these.
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six")
 
 PROBE = """
-import sys
-import handlers.forwarder
-import sesmail.forwarder, sesmail.tokens, sesmail.gmail, sesmail.events, sesmail.delivery
+import importlib, pathlib, sys
+handlers = sorted(p.stem for p in pathlib.Path("task/handlers").glob("*.py") if p.stem != "__init__")
+for name in handlers:
+    assert callable(importlib.import_module(f"handlers.{name}").handler), name
 forbidden = sorted(m for m in sys.modules if m.split(".")[0] in {"pulumi", "pulumi_aws", "requests", "google", "moto"})
 assert not forbidden, forbidden
 assert not any(m.startswith("sesmail.infra") for m in sys.modules)
-print("imported", handlers.forwarder.handler.__name__)
+print("imported", *handlers)
 """
 
 
@@ -39,17 +41,11 @@ def _copy_runtime_packages(site: Path) -> None:
             shutil.copy(origin, site / origin.name)
 
 
-def lambda_code_files(root: Path = ROOT) -> list[Path]:
-    """handlers/ and sesmail/ without sesmail/infra/: what the deployment archive holds."""
-    files = [*root.glob("handlers/**/*.py"), *root.glob("sesmail/**/*.py")]
-    return sorted(p for p in files if "infra" not in p.relative_to(root).parts and "__pycache__" not in p.parts)
-
-
 def test_lambda_code_imports_with_only_the_runtime_packages(tmp_path: Path) -> None:
     code, site = tmp_path / "task", tmp_path / "runtime"
     site.mkdir()
-    for source in lambda_code_files():
-        target = code / source.relative_to(ROOT)
+    for archive_path, source in lambda_source_files():  # the very files the Pulumi program ships
+        target = code / archive_path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)
     _copy_runtime_packages(site)
@@ -60,5 +56,5 @@ def test_lambda_code_imports_with_only_the_runtime_packages(tmp_path: Path) -> N
         [sys.executable, "-I", "-S", "-c", bootstrap + PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert "imported handler" in result.stdout
+    assert "imported" in result.stdout and "forwarder" in result.stdout
     assert not (code / "sesmail" / "infra").exists()
