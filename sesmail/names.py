@@ -375,3 +375,125 @@ def state_machine_log_group(env: str) -> str:
 #: (which holds mail headers from the SES notifications).
 STATE_MACHINE_LOG_LEVEL = "ERROR"
 AUDIT_LOG_RETENTION_DAYS = 365
+
+# --- Token monitor Lambda, alarms, dashboard, saved Logs Insights queries (observability) -------
+
+TOKEN_MONITOR_HANDLER = "handlers.token_monitor.handler"
+#: One SSM read and one PutMetricData call: seconds, not minutes, even with SDK retries.
+TOKEN_MONITOR_TIMEOUT_SECONDS = 30
+TOKEN_MONITOR_MEMORY_MB = 128
+TOKEN_MONITOR_LOG_RETENTION_DAYS = 30
+#: Every 15 minutes: the token alarms' period is an hour, so one late or missed run never
+#: leaves a period without data (which the expiring alarm would count as breaching).
+TOKEN_MONITOR_SCHEDULE = "rate(15 minutes)"
+
+
+def token_monitor_role(env: str) -> str:
+    return f"{PROJECT}-token-monitor-role-{check_env(env)}"
+
+
+def token_monitor_schedule_rule(env: str) -> str:
+    return f"{PROJECT}-token-monitor-schedule-{check_env(env)}"
+
+
+#: Period of the token alarms (statistic Minimum: one low reading in the hour alarms).
+TOKEN_ALARM_PERIOD_SECONDS = 3600
+#: Period of the queue, DLQ, Lambda-error and execution alarms. SQS, Lambda and Step Functions
+#: publish one-minute data; five minutes keeps a single late datapoint from flapping an alarm.
+ALARM_PERIOD_SECONDS = 300
+#: Any error counted in a period alarms (forwarder/monitor Lambda errors, TokenMonitoringErrors,
+#: failed or timed-out retry-processor executions).
+ERROR_COUNT_ALARM_THRESHOLD = 1
+#: The oldest retry-queue message has waited a day: the token has been dead for a day without a
+#: renewal, or the retry processor cannot drain. SQS keeps it RETRY_QUEUE_RETENTION_SECONDS
+#: (14 days), so this leaves 13 days to act before mail is lost; a smaller value would fire on
+#: every normal overnight outage already covered by the token and queue-depth alarms.
+RETRY_QUEUE_AGE_ALARM_SECONDS = 24 * 3600
+
+
+def token_critical_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-token-critical-{check_env(env)}"
+
+
+def token_expired_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-token-expired-{check_env(env)}"
+
+
+def token_monitor_errors_alarm(env: str) -> str:
+    """TokenMonitoringErrors >= 1: the monitor ran but could not tell the token's expiry."""
+    return f"ses-mail-token-monitor-errors-{check_env(env)}"
+
+
+def token_monitor_function_errors_alarm(env: str) -> str:
+    """AWS/Lambda Errors of the monitor: it crashed, timed out or lacked a permission."""
+    return f"ses-mail-token-monitor-function-errors-{check_env(env)}"
+
+
+def retry_queue_depth_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-queue-depth-{check_env(env)}"
+
+
+def retry_queue_age_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-queue-age-{check_env(env)}"
+
+
+def inbound_dlq_alarm(env: str) -> str:
+    return f"ses-mail-inbound-dlq-depth-{check_env(env)}"
+
+
+def retry_dlq_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-dlq-depth-{check_env(env)}"
+
+
+def forwarder_errors_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-errors-{check_env(env)}"
+
+
+def retry_processor_failed_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-processor-failed-{check_env(env)}"
+
+
+def retry_processor_timed_out_alarm(env: str) -> str:
+    return f"ses-mail-gmail-forwarder-retry-processor-timed-out-{check_env(env)}"
+
+
+def dashboard(env: str) -> str:
+    """CloudWatch dashboard (names allow letters, digits, '-' and '_')."""
+    return f"{PROJECT}-{check_env(env)}"
+
+
+#: Metrics AWS services publish that the alarms and the dashboard read, spelled as AWS does.
+AWS_SQS_NAMESPACE = "AWS/SQS"
+AWS_LAMBDA_NAMESPACE = "AWS/Lambda"
+AWS_STATES_NAMESPACE = "AWS/States"
+SQS_QUEUE_DIMENSION = "QueueName"
+LAMBDA_FUNCTION_DIMENSION = "FunctionName"
+STATES_STATE_MACHINE_DIMENSION = "StateMachineArn"
+SQS_MESSAGES_VISIBLE = "ApproximateNumberOfMessagesVisible"
+SQS_OLDEST_MESSAGE_AGE = "ApproximateAgeOfOldestMessage"
+LAMBDA_ERRORS = "Errors"
+LAMBDA_DURATION = "Duration"
+STATES_EXECUTIONS_FAILED = "ExecutionsFailed"
+STATES_EXECUTIONS_TIMED_OUT = "ExecutionsTimedOut"
+
+#: ``event`` values of the structured log lines the saved queries filter on. The forwarder and
+#: the token library log them; tests check these constants match what they really write.
+EVENT_DELIVERY_PARKED = "delivery.parked"
+EVENT_PREFIX_TOKEN = "token."
+EVENT_PREFIX_DELIVERY = "delivery."
+EVENT_PREFIX_RETRY = "retry."
+EVENT_TOKEN_MONITORED = "token.monitored"
+EVENT_TOKEN_MONITOR_ERROR = "token.monitor_error"
+
+
+def log_query(env: str, title: str) -> str:
+    """Saved Logs Insights query, in the console folder ``ses-mail-{env}``."""
+    return f"{PROJECT}-{check_env(env)}/{title}"
+
+
+LOG_QUERY_TOKEN_EVENTS = "token-events"
+LOG_QUERY_PARKED_FOR_RETRY = "messages-parked-for-retry"
+LOG_QUERY_FAILURES_BY_CLASS = "failures-by-class"
+LOG_QUERY_MESSAGE_STORY = "message-story"
+#: What the operator replaces with an SES message id in the saved "message-story" query.
+LOG_QUERY_MESSAGE_ID_PLACEHOLDER = "REPLACE-ME"

@@ -114,7 +114,7 @@ def build_definition(
                 "Resource": START_EXECUTION,
                 "Parameters": {
                     "StateMachineArn.$": "$$.StateMachine.Id",
-                    "Input": {"continuedFrom.$": "$$.Execution.Id"},
+                    "Input": {f"{names.RETRY_CONTINUED_FROM_KEY}.$": "$$.Execution.Id"},
                 },
                 "ResultPath": None,
                 "Retry": [_retry(["States.ALL"])],

@@ -91,6 +91,11 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_utc(value: datetime | None) -> str | None:
+    """The timestamp format of the stored token JSON (``2026-11-24T08:30:00Z``), for output and audit records."""
+    return _iso(value)
+
+
 def _parse_iso(value: Any) -> datetime | None:
     if value in (None, ""):
         return None

@@ -1,0 +1,301 @@
+"""``python -m sesmail.refresh --env ENV``: renew the Gmail refresh token in one command.
+
+The steps, in an order that keeps every failure harmless: check AWS access and that the stack is
+deployed (before any browser opens) → consent in the browser (:mod:`sesmail.oauth_flow`) →
+prove the new token by minting an access token → store it, all or nothing
+(:mod:`sesmail.token_store`) → publish ``TokenHoursUntilExpiration`` so the alarm clears now →
+audit record → start the retry processor, and with ``--wait`` follow it (:mod:`sesmail.retry_run`).
+
+Output is for a human at a terminal. Every failure ends in one sentence with the fix
+(:mod:`sesmail.refresh_errors`) and exit code 1; tokens and the client secret never appear,
+because nothing prints them and every line is passed through :func:`sesmail.log.redact`.
+Exit codes: 0 ok, 1 failed, 2 usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sesmail import names
+from sesmail.audit import AuditLogGroupMissing, write_audit_record
+from sesmail.aws import AwsClients
+from sesmail.http import HttpClient
+from sesmail.log import redact
+from sesmail.oauth_flow import Grant, obtain_grant
+from sesmail.refresh_args import PROG, parse_args
+from sesmail.refresh_errors import ErrorContext, RefreshFailed, explain
+from sesmail.retry_run import follow_execution, queue_depth, retry_queue_url, start_retry_processor
+from sesmail.token_metrics import hours_left, publish_token_hours
+from sesmail.token_store import ProvenToken, StoredToken, missing_parameters, prove_token, store_token
+from sesmail.tokens import ClientConfig, ClientConfigError, RefreshToken, iso_utc
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class Console:
+    """Human-readable output; every line is redacted as a last line of defence for secrets."""
+
+    def say(self, text: str) -> None:
+        print(redact(text), flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"warning: {redact(text)}", file=sys.stderr, flush=True)
+
+    def error(self, text: str) -> None:
+        print(f"error: {redact(text)}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Run:
+    """How far a run got: what an interruption or a late failure has to tell the operator."""
+
+    env: str
+    ctx: ErrorContext
+    console: Console
+    stored: bool = False
+    execution_arn: str | None = None
+
+    def interrupted(self) -> str:
+        if self.execution_arn:
+            return f"stopped waiting; the retry processor keeps running: {self.execution_arn}"
+        if self.stored:
+            return "interrupted after the new token was stored; the retry processor was not started"
+        return "interrupted; nothing was stored"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    run = _Run(args.env, ErrorContext(env=args.env, port=args.port, profile=args.profile), console)
+    try:
+        return _renew(args, run)
+    except KeyboardInterrupt:
+        console.error(run.interrupted())
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        console.error(explain(exc, run.ctx))
+        if os.environ.get(names.ENV_VAR_DEBUG):
+            print(redact(traceback.format_exc()), file=sys.stderr)
+        return EXIT_FAILED
+
+
+@dataclass(frozen=True)
+class _Caller:
+    account: str
+    arn: str
+    region: str
+
+
+def _renew(args: argparse.Namespace, run: _Run) -> int:
+    """The whole renewal; each step either succeeds or raises, and nothing is stored before the proof."""
+    poll_seconds = _poll_seconds()
+    aws = AwsClients(args.region, args.profile)
+    caller = _identify(aws, run)
+    client_text, client = _client_config(args, aws.ssm, run.env)
+    run.console.say(f"OAuth client {client.client_id} (from {args.client_secret or 'SSM'}).")
+    proven, lifetime_source = _consent_and_prove(args, client_text, client, run.console)
+
+    stored = store_token(aws.ssm, run.env, proven, client_json=client_text if args.client_secret else None)
+    run.stored = True
+    hours = _announce_stored(run.console, stored, proven.token, lifetime_source)
+    _publish_hours(aws, run, hours)
+    _audit(aws, run, caller, token=proven.token, stored=stored, lifetime_source=lifetime_source)
+    if args.no_retry:
+        run.console.say("Not starting the retry processor (--no-retry): parked mail stays queued until it runs.")
+        return EXIT_OK
+    return _retry(aws, run, caller, wait=args.wait, poll_seconds=poll_seconds)
+
+
+def _identify(aws: AwsClients, run: _Run) -> _Caller:
+    """Who and where we are; fails on credentials, region or a missing stack before any browser opens."""
+    region = str(aws.ssm.meta.region_name)
+    identity = aws.get("sts").get_caller_identity()
+    caller = _Caller(str(identity["Account"]), str(identity["Arn"]), region)
+    run.console.say(
+        f"Renewing the Gmail token of environment {run.env!r}: account {caller.account}, region {region}, "
+        f"as {caller.arn}."
+    )
+    _require_deployed(aws.ssm, run.env, region)
+    return caller
+
+
+def _consent_and_prove(
+    args: argparse.Namespace, client_text: str, client: ClientConfig, console: Console
+) -> tuple[ProvenToken, str]:
+    """Consent in the browser, then mint an access token with the new refresh token."""
+    if client.kind == "web":
+        console.warn(
+            f"this is a 'web' OAuth client: Google redirects only to the URIs registered for it, so add "
+            f"http://{names.OAUTH_LOOPBACK_HOST}:{args.port}/ to them (a 'Desktop app' client needs nothing)"
+        )
+    grant = obtain_grant(json.loads(client_text), port=args.port, open_browser=not args.no_browser, say=console.say)
+    lifetime, lifetime_source = _lifetime(grant, args.lifetime_days)
+    token = RefreshToken.issued_now(grant.refresh_token, lifetime=lifetime, scopes=grant.scopes)
+    console.say("Google issued a new refresh token; checking it by minting an access token ...")
+    http = HttpClient()
+    try:
+        proven = prove_token(http, client, token)
+    finally:
+        http.close()
+    console.say("The new token works.")
+    return proven, lifetime_source
+
+
+def _announce_stored(console: Console, stored: StoredToken, token: RefreshToken, lifetime_source: str) -> float:
+    """Say what was written and when the token dies; returns the hours it has left."""
+    for parameter in stored.parameters:
+        console.say(f"Stored {parameter.name} (version {parameter.version}).")
+    hours = hours_left(token.expiry())
+    if token.expires_at is None:
+        console.say(f"The token has no expiry ({lifetime_source}).")
+    else:
+        console.say(f"The token expires {iso_utc(token.expires_at)} (in {hours:.1f} hours; {lifetime_source}).")
+    return hours
+
+
+def _require_deployed(ssm: Any, env: str, region: str) -> None:
+    """Fail before the browser opens when the stack (its three parameters) is not deployed here."""
+    missing = missing_parameters(ssm, env)
+    if missing:
+        what = f"SSM parameters {', '.join(missing)} do" if len(missing) > 1 else f"SSM parameter {missing[0]} does"
+        raise RefreshFailed(
+            f"the {what} not exist in region {region}; deploy the stack first "
+            f"(`{names.deploy_command(env)}`), or pass the stack's --region, and rerun"
+        )
+
+
+def _client_config(args: argparse.Namespace, ssm: Any, env: str) -> tuple[str, ClientConfig]:
+    """The client JSON text and its parsed form, from ``--client-secret FILE`` or from SSM."""
+    if args.client_secret is None:
+        name = names.client_credentials_parameter(env)
+        text = str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        return text, ClientConfig.from_json(text, env=env)
+    text = args.client_secret.expanduser().read_text(encoding="utf-8")
+    try:
+        return text, ClientConfig.from_json(text, env=env)
+    except ClientConfigError as exc:
+        raise RefreshFailed(f"{args.client_secret} is not a usable OAuth client file: {exc.reason}") from None
+
+
+def _lifetime(grant: Grant, lifetime_days: int) -> tuple[timedelta | None, str]:
+    """Google's own figure when it sends one, else the configured lifetime (0 = no expiry)."""
+    if grant.refresh_token_expires_in is not None:
+        return timedelta(seconds=grant.refresh_token_expires_in), "from Google's refresh_token_expires_in"
+    if lifetime_days == 0:
+        return None, "--lifetime-days 0"
+    return timedelta(days=lifetime_days), f"Google sent no lifetime, so --lifetime-days {lifetime_days} applies"
+
+
+def _publish_hours(aws: AwsClients, run: _Run, hours: float) -> None:
+    """Clear the expiry alarm now; if this fails the token monitor publishes within 15 minutes."""
+    try:
+        publish_token_hours(aws.get("cloudwatch"), run.env, hours)
+    except Exception as exc:
+        run.console.warn(
+            f"{names.METRIC_TOKEN_HOURS} was not published ({explain(exc, run.ctx)}); the token monitor "
+            "publishes it within 15 minutes"
+        )
+        return
+    run.console.say(f"Published {names.METRIC_TOKEN_HOURS} = {hours:.1f} to {names.metric_namespace(run.env)}.")
+
+
+def _audit(
+    aws: AwsClients,
+    run: _Run,
+    caller: _Caller,
+    *,
+    token: RefreshToken,
+    stored: StoredToken,
+    lifetime_source: str,
+) -> None:
+    """Record who renewed the token and which parameter versions that made; never the token."""
+    token_parameter = names.refresh_token_parameter(run.env)
+    record = {
+        "action": names.AUDIT_ACTION_TOKEN_RENEWED,
+        "who": caller.arn,
+        "account": caller.account,
+        "env": run.env,
+        "when": iso_utc(token.created_at),
+        "parameter": token_parameter,
+        "version": stored.version_of(token_parameter),
+        "parameters": [{"name": p.name, "version": p.version} for p in stored.parameters],
+        "expires_at": iso_utc(token.expires_at),
+        "lifetime_source": lifetime_source,
+        "tool": PROG,
+    }
+    group = names.audit_log_group(run.env)
+    try:
+        stream = write_audit_record(aws.get("logs"), run.env, record)
+    except AuditLogGroupMissing:
+        run.console.warn(
+            f"the audit log group {group} does not exist, so no audit record was written; "
+            f"`{names.deploy_command(run.env)}` creates it"
+        )
+        return
+    except Exception as exc:
+        run.console.warn(f"no audit record was written to {group}: {explain(exc, run.ctx)}")
+        return
+    run.console.say(f"Audit record written to {group} (stream {stream}).")
+
+
+def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seconds: float) -> int:
+    """Start the retry processor; with ``wait``, follow it and fail when it fails."""
+    say = run.console.say
+    arn = names.state_machine_arn(run.env, caller.region, caller.account)
+    sfn, sqs = aws.get("stepfunctions"), aws.sqs
+    try:
+        queue_url = retry_queue_url(sqs, run.env) if wait else None
+        initial = queue_depth(sqs, queue_url) if queue_url else None
+        execution = start_retry_processor(sfn, arn)
+    except Exception as exc:
+        raise RefreshFailed(
+            f"the new token is stored, but the retry processor was not started: {explain(exc, run.ctx)}"
+        ) from exc
+    run.execution_arn = execution
+    say(f"Started the retry processor: {execution}")
+    if not wait:
+        say("It delivers the parked mail in the background (follow it with --wait, or in the Step Functions console).")
+        return EXIT_OK
+    say(f"Following it ({initial if initial is not None else 'unknown number of'} message(s) in the retry queue):")
+    outcome = follow_execution(
+        sfn, sqs, execution, queue_url=queue_url, initial_depth=initial, poll_seconds=poll_seconds, say=say
+    )
+    run.execution_arn = None
+    if not outcome.succeeded:
+        raise RefreshFailed(
+            f"the new token is stored, but the retry processor ended {outcome.status} "
+            f"({outcome.error or 'no error'}: {outcome.cause or 'no cause given'}); the mail it did not deliver "
+            f"stays in the retry queue, so see `aws stepfunctions get-execution-history --execution-arn {execution}`, "
+            f"fix the cause, and start it again with `aws stepfunctions start-execution --state-machine-arn {arn}`"
+        )
+    if outcome.delivered is None:
+        say("The retry processor finished.")
+    else:
+        dead_lettered = outcome.failed or 0
+        say(f"The retry processor finished: {outcome.delivered} delivered, {dead_lettered} moved to the retry DLQ.")
+    return EXIT_OK
+
+
+def _poll_seconds() -> float:
+    raw = os.environ.get(names.ENV_VAR_POLL_SECONDS, "").strip()
+    if not raw:
+        return names.DEFAULT_POLL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise RefreshFailed(f"{names.ENV_VAR_POLL_SECONDS}={raw!r} is not a number of seconds; unset it or set e.g. 5")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Command line of ``python -m sesmail.refresh`` (DESIGN.md's "Refresh CLI"): argparse exits 2 on misuse."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from sesmail import names
+
+PROG = "python -m sesmail.refresh"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options, with the cross-option checks argparse cannot express (also exit 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.wait and args.no_retry:
+        parser.error("--wait follows the retry processor, so it cannot be combined with --no-retry")
+    if args.lifetime_days is None:
+        try:
+            args.lifetime_days = stack_token_lifetime_days(args.env)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return args
+
+
+def stack_token_lifetime_days(env: str, directory: Path | None = None) -> int:
+    """``ses-mail:tokenLifetimeDays`` from ``Pulumi.<env>.yaml`` when run from the project, else 7."""
+    stack_file = (directory or Path.cwd()) / f"Pulumi.{env}.yaml"
+    if not stack_file.is_file():
+        return names.TESTING_TOKEN_LIFETIME_DAYS
+    import yaml  # PyYAML comes with the Pulumi SDK; only needed here
+
+    try:
+        config = (yaml.safe_load(stack_file.read_text(encoding="utf-8")) or {}).get("config") or {}
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise ValueError(f"{stack_file} is not a readable stack file ({exc}); pass --lifetime-days") from None
+    value = config.get(f"{names.PROJECT}:tokenLifetimeDays", names.TESTING_TOKEN_LIFETIME_DAYS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{names.PROJECT}:tokenLifetimeDays in {stack_file} is {value!r}, not a whole number of days")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Renew the Gmail OAuth refresh token of a ses-mail environment: consent in the browser, "
+        "store the token in SSM, clear the expiry alarm, and deliver the mail that waited in the retry queue.",
+        epilog="Example: python -m sesmail.refresh --env test --client-secret ~/Downloads/client_secret.json --wait",
+    )
+    parser.add_argument("--env", required=True, type=_env, help="environment (the Pulumi stack name), e.g. test")
+    parser.add_argument(
+        "--client-secret",
+        metavar="FILE",
+        type=Path,
+        help="OAuth client JSON downloaded from Google's console; stored in SSM (replacing the old one) "
+        "together with the new token",
+    )
+    parser.add_argument("--no-browser", action="store_true", help="print the consent URL instead of opening a browser")
+    parser.add_argument(
+        "--port",
+        metavar="N",
+        type=_port,
+        default=names.OAUTH_DEFAULT_PORT,
+        help=f"loopback port for Google's redirect, on {names.OAUTH_LOOPBACK_HOST} only "
+        f"(default {names.OAUTH_DEFAULT_PORT}; 0 picks a free one)",
+    )
+    parser.add_argument("--no-retry", action="store_true", help="do not start the retry processor afterwards")
+    parser.add_argument(
+        "--wait", action="store_true", help="follow the retry processor until it ends; exit 1 if it fails"
+    )
+    parser.add_argument(
+        "--lifetime-days",
+        metavar="DAYS",
+        type=_days,
+        default=None,
+        help="token lifetime when Google does not send one (default: ses-mail:tokenLifetimeDays of "
+        f"Pulumi.<env>.yaml in the current directory, else {names.TESTING_TOKEN_LIFETIME_DAYS}, the 'Testing' "
+        "status limit; 0 = never expires)",
+    )
+    parser.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: your AWS configuration)")
+    parser.add_argument("--profile", metavar="NAME", help="AWS profile to use (default: your AWS configuration)")
+    return parser
+
+
+def _env(value: str) -> str:
+    try:
+        return names.check_env(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(value: str) -> int:
+    port = int(value) if value.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535; 0 picks a free one)")
+    return port
+
+
+def _days(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days (0 = the token never expires)")
+    return int(value)

@@ -1,0 +1,431 @@
+"""What the refresh CLI tests drive: moto's server in a process, the CLI as a subprocess, the fake Google.
+
+The CLI runs exactly as an operator runs it (``python -m sesmail.refresh``), with AWS reached
+through ``AWS_ENDPOINT_URL`` (moto's server on 127.0.0.1), Google through the client JSON's
+``auth_uri``/``token_uri`` (the fake on 127.0.0.1), and the browser through ``BROWSER``
+(``fake_browser.py``). Every run's output is kept, so the fixture can check at the end that no
+token or client secret ever reached it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+
+from sesmail import names
+from sesmail.retry_processor import DELIVERED, FAILED
+from tests.fakes.google import FakeGoogle
+
+ENV = "test"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+#: The identity moto's STS reports for any credentials it does not know.
+CALLER_ARN = f"arn:aws:sts::{ACCOUNT}:user/moto"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BROWSER_SCRIPT = Path(__file__).resolve().with_name("fake_browser.py")
+MOTO_SCRIPT = Path(__file__).resolve().with_name("moto_process.py")
+CLI = (sys.executable, "-m", "sesmail.refresh")
+CLI_TIMEOUT_SECONDS = 60.0
+POLL_SECONDS = "0.1"
+
+PARAMETERS = (
+    names.client_credentials_parameter(ENV),
+    names.refresh_token_parameter(ENV),
+    names.refresh_token_expiry_parameter(ENV),
+)
+
+
+# --- moto ----------------------------------------------------------------------------------------
+
+
+class MotoServer:
+    """moto's ThreadedMotoServer in a child process (see moto_process.py for why)."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, str(MOTO_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"moto server did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def stop(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _post(self, path: str, body: bytes, content_type: str) -> None:
+        request = urllib.request.Request(
+            self.url + path, data=body, method="POST", headers={"Content-Type": content_type}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def reset(self) -> None:
+        """Empty every backend, stop enforcing IAM, and let Step Functions really execute."""
+        self._post("/moto-api/reset", b"", "text/plain")
+        self.enforce_iam(False)
+        self._post(
+            "/moto-api/config",
+            json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+            "application/json",
+        )
+
+    def enforce_iam(self, enforce: bool) -> None:
+        """moto checks signatures and IAM policies from the next request on (or stops checking)."""
+        self._post("/moto-api/reset-auth", b"0" if enforce else b"inf", "text/plain")
+
+
+# --- AWS as the tests see it ---------------------------------------------------------------------
+
+
+@dataclass
+class Cloud:
+    """boto3 clients on moto's server, plus reads of what the CLI leaves behind."""
+
+    moto: MotoServer
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = boto3.client(
+                service,
+                endpoint_url=self.moto.url,
+                region_name=REGION,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+        return self._clients[service]
+
+    @property
+    def ssm(self) -> Any:
+        return self.client("ssm")
+
+    @property
+    def sqs(self) -> Any:
+        return self.client("sqs")
+
+    @property
+    def sfn(self) -> Any:
+        return self.client("stepfunctions")
+
+    def put_parameter(self, name: str, value: str) -> None:
+        self.ssm.put_parameter(Name=name, Value=value, Type=self.parameter_type(name), Overwrite=True)
+
+    def parameter_type(self, name: str) -> str:
+        return "String" if name == names.refresh_token_expiry_parameter(ENV) else "SecureString"
+
+    def versions(self) -> dict[str, int]:
+        """{name: version} of the token parameters that exist."""
+        found = self.ssm.get_parameters(Names=list(PARAMETERS), WithDecryption=True)["Parameters"]
+        return {p["Name"]: int(p["Version"]) for p in found}
+
+    def parameter(self, name: str) -> dict[str, Any]:
+        return dict(self.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"])
+
+    def parameter_json(self, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.parameter(name)["Value"]))
+
+    def token_hours(self) -> list[float]:
+        """Every TokenHoursUntilExpiration datapoint published in the last hour."""
+        now = datetime.now(UTC)
+        result = self.client("cloudwatch").get_metric_data(
+            MetricDataQueries=[
+                {
+                    "Id": "hours",
+                    "MetricStat": {
+                        "Metric": {"Namespace": names.metric_namespace(ENV), "MetricName": names.METRIC_TOKEN_HOURS},
+                        "Period": 60,
+                        "Stat": "Maximum",
+                    },
+                }
+            ],
+            StartTime=now - timedelta(hours=1),
+            EndTime=now + timedelta(minutes=5),
+        )
+        return [float(v) for v in result["MetricDataResults"][0]["Values"]]
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        events = self.client("logs").filter_log_events(logGroupName=names.audit_log_group(ENV))["events"]
+        return [json.loads(e["message"]) for e in events]
+
+    def audit_raw(self) -> str:
+        events = self.client("logs").filter_log_events(logGroupName=names.audit_log_group(ENV))["events"]
+        return "\n".join(e["message"] for e in events)
+
+    def executions(self) -> list[dict[str, Any]]:
+        arn = names.state_machine_arn(ENV, REGION, ACCOUNT)
+        return list(self.sfn.list_executions(stateMachineArn=arn)["executions"])
+
+    def retry_queue_url(self) -> str:
+        return str(self.sqs.get_queue_url(QueueName=names.retry_queue(ENV))["QueueUrl"])
+
+    @contextlib.contextmanager
+    def iam_enforced(self) -> Iterator[None]:
+        self.moto.enforce_iam(True)
+        try:
+            yield
+        finally:
+            self.moto.enforce_iam(False)
+
+    def operator_credentials(self, allowed_actions: Sequence[str]) -> dict[str, str]:
+        """An IAM user allowed only ``allowed_actions``: its keys, as environment variables."""
+        iam = self.client("iam")
+        iam.create_user(UserName="operator")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": list(allowed_actions), "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="operator", PolicyName="refresh", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="operator")["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+# --- the retry processor stand-in ----------------------------------------------------------------
+
+#: Succeeds after a short wait, so ``--wait`` sees it RUNNING first. The real definition (built in
+#: Python from sesmail.names) replaces these in ``install_retry_processor`` once it exists.
+SUCCEEDING_PROCESSOR: dict[str, Any] = {
+    "StartAt": "Drain",
+    "States": {
+        "Drain": {"Type": "Wait", "Seconds": 1, "Next": "Done"},
+        "Done": {"Type": "Succeed"},
+    },
+}
+FAILING_PROCESSOR: dict[str, Any] = {
+    "StartAt": "TokenDead",
+    "States": {
+        "TokenDead": {
+            "Type": "Fail",
+            "Error": "TokenExpiredError",
+            "Cause": "Gmail rejected a freshly minted access token",
+        }
+    },
+}
+
+
+def reporting_processor(delivered: int, failed: int) -> dict[str, Any]:
+    """Succeeds after a short wait with the real processor's output shape: its totals."""
+    return {
+        "StartAt": "Drain",
+        "States": {
+            "Drain": {"Type": "Wait", "Seconds": 1, "Next": "Totals"},
+            "Totals": {"Type": "Pass", "Result": {DELIVERED: delivered, FAILED: failed, "batches": 1}, "End": True},
+        },
+    }
+
+
+def install_retry_processor(cloud: Cloud, definition: Mapping[str, Any]) -> str:
+    """Create (or replace) the retry processor state machine under its real name."""
+    sfn = cloud.sfn
+    arn = names.state_machine_arn(ENV, REGION, ACCOUNT)
+    with contextlib.suppress(sfn.exceptions.StateMachineDoesNotExist):
+        sfn.describe_state_machine(stateMachineArn=arn)
+        sfn.delete_state_machine(stateMachineArn=arn)
+    return str(
+        sfn.create_state_machine(
+            name=names.retry_state_machine(ENV),
+            definition=json.dumps(definition),
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/{names.retry_state_machine(ENV)}",
+        )["stateMachineArn"]
+    )
+
+
+def deploy_stack(cloud: Cloud, google: FakeGoogle, *, processor: Mapping[str, Any] | None) -> None:
+    """What ``pulumi up`` leaves behind (placeholders), plus the client JSON uploaded by an earlier run."""
+    for name in PARAMETERS:
+        extra = {} if cloud.parameter_type(name) == "String" else {"KeyId": "alias/aws/ssm"}
+        cloud.ssm.put_parameter(Name=name, Value=names.placeholder_value(ENV), Type=cloud.parameter_type(name), **extra)
+    cloud.sqs.create_queue(QueueName=names.retry_queue(ENV))
+    cloud.sqs.create_queue(QueueName=names.retry_dlq(ENV))
+    cloud.client("logs").create_log_group(logGroupName=names.audit_log_group(ENV))
+    if processor is not None:
+        install_retry_processor(cloud, processor)
+    cloud.put_parameter(names.client_credentials_parameter(ENV), json.dumps(google.client_json()))
+
+
+# --- Google ------------------------------------------------------------------------------------
+
+
+class RefreshFakeGoogle(FakeGoogle):
+    """The shared fake plus two things only these tests need."""
+
+    #: Issue refresh tokens that are already revoked: the code exchange works, minting does not.
+    issue_dead_tokens = False
+
+    def issued_refresh_tokens(self) -> list[str]:
+        """Every refresh token the fake ever issued (for the no-secret-in-output check)."""
+        with self._lock:
+            return list(self._grants)
+
+    def _new_refresh_token(self, scope: str) -> str:
+        token = super()._new_refresh_token(scope)
+        if self.issue_dead_tokens:
+            self._grants[token].revoked = True
+        return token
+
+    def secrets(self) -> list[str]:
+        return [*self.issued_refresh_tokens(), *self.issued_access_tokens(), self.client_secret]
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error: ")]
+
+
+class LiveCli:
+    """A running CLI whose stdout can be watched line by line (for --no-browser, Ctrl-C, --wait)."""
+
+    def __init__(self, process: subprocess.Popen[str], record: Callable[[CliResult], None]) -> None:
+        self.process = process
+        self._record = record
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._seen: list[str] = []
+        assert process.stdout is not None
+        self._reader = threading.Thread(target=self._pump, args=(process.stdout,), daemon=True)
+        self._reader.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 20.0) -> str:
+        """The first (new) stdout line matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching line within {timeout}s; stdout so far: {''.join(self._seen)}")
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"the CLI ended without a matching line; stdout: {''.join(self._seen)}")
+            self._seen.append(line)
+            if predicate(line):
+                return line
+
+    def finish(self, timeout: float = CLI_TIMEOUT_SECONDS) -> CliResult:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        self._reader.join(timeout=5)
+        while not self._lines.empty():
+            line = self._lines.get()
+            if line is not None:
+                self._seen.append(line)
+        assert self.process.stderr is not None
+        result = CliResult(self.process.returncode, "".join(self._seen), self.process.stderr.read())
+        self._record(result)
+        return result
+
+
+class Cli:
+    """Runs ``python -m sesmail.refresh --env test ...`` the way an operator would."""
+
+    def __init__(self, moto: MotoServer, tmp_path: Path) -> None:
+        self.moto = moto
+        self.tmp_path = tmp_path
+        self.browser_log = tmp_path / "browser.log"
+        self.results: list[CliResult] = []
+
+    def environment(self, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        """A clean child environment: moto for AWS, the fake browser, fast polling."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SESMAIL_", "OAUTHLIB_", "BROWSER"))}
+        env.update(
+            AWS_ENDPOINT_URL=self.moto.url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION=REGION,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+            BROWSER=f"{sys.executable} {BROWSER_SCRIPT} %s",
+            FAKE_BROWSER_LOG=str(self.browser_log),
+            # The fake's token_uri is http://127.0.0.1; oauthlib insists on https otherwise.
+            OAUTHLIB_INSECURE_TRANSPORT="1",
+            **{names.ENV_VAR_POLL_SECONDS: POLL_SECONDS},
+        )
+        for key, value in (overrides or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    def command(self, args: Sequence[str]) -> list[str]:
+        """An ephemeral loopback port unless the test picks one: no clashes under ``pytest -n``."""
+        extra = [] if any(a.startswith("--port") for a in args) else ["--port", "0"]
+        return [*CLI, "--env", ENV, *args, *extra]
+
+    def run(self, *args: str, env: Mapping[str, str | None] | None = None) -> CliResult:
+        """``--env test --port 0`` plus ``args``, to completion."""
+        return self.run_argv(self.command(args), env=env)
+
+    def run_argv(self, argv: Sequence[str], *, env: Mapping[str, str | None] | None = None) -> CliResult:
+        """Exactly ``argv`` (for usage errors, where the defaults above would get in the way)."""
+        completed = subprocess.run(
+            list(argv),
+            cwd=REPO_ROOT,
+            env=self.environment(env),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+            check=False,
+        )
+        result = CliResult(completed.returncode, completed.stdout, completed.stderr)
+        self.results.append(result)
+        return result
+
+    def start(self, *args: str, env: Mapping[str, str | None] | None = None) -> LiveCli:
+        process = subprocess.Popen(
+            self.command(args),
+            cwd=REPO_ROOT,
+            env=self.environment(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        return LiveCli(process, self.results.append)
+
+    def browser_urls(self) -> list[str]:
+        return self.browser_log.read_text().splitlines() if self.browser_log.exists() else []
