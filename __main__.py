@@ -24,10 +24,13 @@ from sesmail.infra.alerts import Alerts  # noqa: E402
 from sesmail.infra.encryption import TopicKey  # noqa: E402
 from sesmail.infra.forwarder import Forwarder  # noqa: E402
 from sesmail.infra.mail_intake import MailIntake  # noqa: E402
+from sesmail.infra.monitoring import Monitoring  # noqa: E402
 from sesmail.infra.retry import Retry  # noqa: E402
 from sesmail.infra.retry_processor import RetryProcessor  # noqa: E402
 from sesmail.infra.tagging import resource_tags  # noqa: E402
+from sesmail.infra.token_monitor import TokenMonitor  # noqa: E402
 from sesmail.infra.tokens import Tokens  # noqa: E402
+from sesmail.infra.watched import Watched  # noqa: E402
 
 config = stack_config.load()
 aws_context = context.lookup()  # fails here, before any resource, outside SES receiving regions
@@ -57,6 +60,26 @@ forwarder = Forwarder(
 )
 retry_processor = RetryProcessor(
     "retry-processor", env=env, retry=retry, forwarder=forwarder, aws_context=aws_context, tags=tags
+)
+token_monitor = TokenMonitor("token-monitor", env=env, tokens=tokens, tags=tags)
+monitoring = Monitoring(
+    "monitoring",
+    env=env,
+    aws_context=aws_context,
+    alerts_topic_arn=alerts.topic_arn,
+    watched=Watched(
+        forwarder_function=forwarder.function.name,
+        forwarder_log_group=forwarder.log_group.name,
+        token_monitor_function=token_monitor.function.name,
+        token_monitor_log_group=token_monitor.log_group.name,
+        audit_log_group=tokens.audit_log.name,
+        inbound_queue=intake.inbound_queue.name,
+        inbound_dlq=intake.inbound_dlq.name,
+        retry_queue=retry.queue.name,
+        retry_dlq=retry.dlq.name,
+        state_machine_arn=retry_processor.state_machine.arn,
+    ),
+    tags=tags,
 )
 
 pulumi.export("emailBucket", intake.bucket.id)

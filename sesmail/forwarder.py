@@ -273,19 +273,28 @@ class Forwarder:
     def _handle_retry(self, event: dict[str, Any], invocation: _Invocation) -> dict[str, Any]:
         try:
             note = parse_notification(event.get("notification"), expected_bucket=self.settings.email_bucket)
-            with bound(messageId=note.message_id):
+        except MalformedEventError as error:
+            raise self._retry_failure(error, invocation) from None
+        with bound(messageId=note.message_id):
+            try:
                 delivery = self._deliverer.deliver(note, invocation.deadline)
-        except Exception as exc:
-            error = classify(exc)
-            invocation.counts[names.METRIC_FAILED] += 1
-            log.error(
-                "retry delivery failed",
-                extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},
-            )
-            # Step Functions matches the errorType, i.e. the class name: raise the contract class.
-            raise _CONTRACT_ERRORS[error.failure_class](error.reason) from None
+            except Exception as exc:
+                raise self._retry_failure(classify(exc), invocation) from None
         self._delivered(delivery, invocation)
         return {"status": delivery.status, "gmailMessageId": delivery.gmail_message_id}
+
+    def _retry_failure(self, error: SesMailError, invocation: _Invocation) -> SesMailError:
+        """Log it (inside the message's context) and return the contract class to raise.
+
+        Step Functions matches the errorType, i.e. the class name, so subclasses such as
+        ``TokenNotConfiguredError`` are raised as their contract base class.
+        """
+        invocation.counts[names.METRIC_FAILED] += 1
+        log.error(
+            "retry delivery failed",
+            extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},
+        )
+        return _CONTRACT_ERRORS[error.failure_class](error.reason)
 
     # --- helpers -------------------------------------------------------------------------------------
 

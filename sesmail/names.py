@@ -164,6 +164,10 @@ RETRY_RECEIVE_WAIT_SECONDS = 1
 #: A Standard execution's history holds at most 25,000 events (~25 per message at worst); past
 #: this many batches the processor hands over to a fresh execution of itself.
 RETRY_BATCHES_PER_EXECUTION = 50
+#: An execution still running after this long is stuck (a normal drain of 50 batches takes
+#: minutes; the worst case with every retry exhausted is about 10 hours): it times out, which
+#: alarms, and leaves every undelivered message in the queue.
+RETRY_EXECUTION_TIMEOUT_SECONDS = 12 * 3600
 
 # --- Gmail ---------------------------------------------------------------------------------------
 

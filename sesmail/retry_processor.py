@@ -57,6 +57,7 @@ def build_definition(
     return {
         "Comment": f"Drains {names.retry_queue(env)} into Gmail after a token renewal (ses-mail)",
         "StartAt": "Init",
+        "TimeoutSeconds": names.RETRY_EXECUTION_TIMEOUT_SECONDS,
         "States": {
             "Init": {
                 "Type": "Pass",

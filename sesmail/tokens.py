@@ -187,11 +187,14 @@ class TokenExpiry:
             raise RefreshTokenError("no token expiry is stored yet")
         try:
             data = json.loads(text or "")
+            if "expires_at" not in data and "expires_at_epoch" not in data:
+                # "Never expires" must be said explicitly (null), never inferred from a missing key.
+                raise KeyError("expires_at")
             created = _parse_iso(data.get("created_at"))
             expires = _parse_iso(data.get("expires_at"))
             if expires is None and data.get("expires_at_epoch") is not None:
                 expires = datetime.fromtimestamp(int(data["expires_at_epoch"]), UTC)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise RefreshTokenError(f"the token expiry parameter is unreadable ({type(exc).__name__})") from None
         return cls(created or datetime.fromtimestamp(0, UTC), expires)
 

@@ -390,3 +390,12 @@ def test_no_secret_appears_in_logs(world: World, capsys: pytest.CaptureFixture[s
         json.loads(line)  # every line is one JSON object
     for secret in secrets:
         assert secret not in out
+
+
+def test_retry_failures_are_logged_with_the_message_id(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(TokenExpiredError):
+        world.handle(_retry_event(world.store_mail("m7")))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"timestamp"')]
+    [failure] = [line for line in lines if line.get("event") == "retry.failed"]
+    assert failure["messageId"] == "m7"
+    assert failure["failureClass"] == "TokenExpiredError"

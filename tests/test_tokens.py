@@ -166,3 +166,9 @@ def test_provider_remembers_a_dead_version_and_only_rechecks_ssm(google: FakeGoo
             provider.get()
     assert len(google.token_requests) == 1
     assert parameters.reads == 4  # first load, the one re-read, then one version check per call
+
+
+def test_expiry_without_an_expires_key_is_unreadable_not_never_expiring() -> None:
+    with pytest.raises(RefreshTokenError, match="unreadable"):
+        TokenExpiry.from_json("{}")
+    assert TokenExpiry.from_json('{"expires_at": null}').expires_at is None

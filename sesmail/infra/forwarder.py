@@ -11,31 +11,15 @@ import pulumi_aws as aws
 
 from sesmail import names
 from sesmail.infra import policies
-from sesmail.infra.archive import REPO_ROOT, lambda_source_files
+from sesmail.infra.archive import REPO_ROOT
+from sesmail.infra.lambda_package import (  # noqa: F401  (re-exported: tests and callers import them here)
+    MissingHandlerError,
+    handler_module_path,
+    lambda_archive,
+)
 from sesmail.infra.mail_intake import MailIntake
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
-
-
-class MissingHandlerError(pulumi.RunError):
-    """The archive would not contain the module the Lambda handler names."""
-
-
-def handler_module_path(handler: str = names.FORWARDER_HANDLER) -> str:
-    """``handlers.forwarder.handler`` → ``handlers/forwarder.py`` (its path in the archive)."""
-    module = handler.rpartition(".")[0]
-    return module.replace(".", "/") + ".py"
-
-
-def lambda_archive(root: Path = REPO_ROOT, handler: str = names.FORWARDER_HANDLER) -> pulumi.AssetArchive:
-    """The deployment package: exactly the files of ``archive.lambda_source_files``."""
-    files = lambda_source_files(root)
-    if handler_module_path(handler) not in {name for name, _ in files}:
-        raise MissingHandlerError(
-            f"{handler_module_path(handler)} is missing under {root}: the forwarder Lambda "
-            f"({handler}) would fail on every invocation"
-        )
-    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in files})
 
 
 def forwarder_environment(

@@ -335,3 +335,43 @@ def retry_processor_policy(
             "Resource": "*",
         },
     )
+
+
+# --- Token monitor --------------------------------------------------------------------------------
+
+EVENTS_PRINCIPAL = "events.amazonaws.com"
+TOKEN_MONITOR_SSM_ACTIONS = ("ssm:GetParameter",)
+TOKEN_MONITOR_METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
+TOKEN_MONITOR_LOG_ACTIONS = FORWARDER_LOG_ACTIONS
+
+
+def token_monitor_policy(*, expiry_parameter_arn: str, namespace: str, log_group_arn: str) -> PolicyDocument:
+    """The token monitor's whole permission set (DESIGN.md: it reads only the expiry parameter).
+
+    No ``kms:*``: the expiry parameter is a plain String (no secret), and the monitor never sees
+    the refresh token or the client credentials.
+    """
+    return document(
+        {
+            "Sid": "ReadTokenExpiryOnly",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_SSM_ACTIONS),
+            "Resource": expiry_parameter_arn,
+        },
+        {
+            # PutMetricData supports no resource-level permission (its only resource is "*");
+            # the cloudwatch:namespace condition is the narrowest scope IAM offers, so the role
+            # can write metrics of this stack's namespace and no other.
+            "Sid": "PublishTokenMetrics",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_METRIC_ACTIONS),
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_LOG_ACTIONS),
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        },
+    )

@@ -211,6 +211,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 f"{inputs['ruleSetName']}:receipt-rule/{physical}"
             )
             return physical, {**state, "arn": arn}
+        if typ == "aws:cloudwatch/eventRule:EventRule":
+            arn = f"arn:{partition}:events:{region}:{account}:rule/{physical}"
+            return physical, {**state, "arn": arn, "name": physical}
+        if typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            arn = f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{physical}"
+            return physical, {**state, "arn": arn, "name": physical}
+        if typ == "aws:cloudwatch/dashboard:Dashboard":
+            dashboard = inputs["dashboardName"]
+            arn = f"arn:{partition}:cloudwatch::{account}:dashboard/{dashboard}"
+            return dashboard, {**state, "dashboardArn": arn}
         return f"{name}-id", state
 
 

@@ -129,6 +129,8 @@ def test_every_resource_belongs_to_a_component(example_run: ProgramRun) -> None:
         "MailIntake",
         "Forwarder",
         "RetryProcessor",
+        "TokenMonitor",
+        "Monitoring",
     }
     orphans = [r.name for r in example_run.custom_resources if r.parent not in components]
     assert orphans == []
