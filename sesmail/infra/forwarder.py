@@ -13,9 +13,11 @@ from sesmail import names
 from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
 from sesmail.infra.lambda_package import (  # noqa: F401  (re-exported: tests and callers import them here)
+    FunctionSpec,
     MissingHandlerError,
     handler_module_path,
     lambda_archive,
+    python_function,
 )
 from sesmail.infra.mail_intake import MailIntake
 from sesmail.infra.retry import Retry
@@ -65,65 +67,43 @@ class Forwarder(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Forwarder", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        function_name = names.forwarder_function(env)
-
-        # Created by us (not by Lambda on first run) so it has a retention and is deleted with
-        # the stack; the function depends on it so no log line lands in an unmanaged group.
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=names.lambda_log_group(function_name),
-            retention_in_days=names.FORWARDER_LOG_RETENTION_DAYS,
-            tags=dict(tags),
-            opts=child,
-        )
-        self.role = aws.iam.Role(
-            f"{name}-role",
-            name=names.forwarder_role(env),
-            description=f"ses-mail {env}: the Gmail forwarder Lambda",
-            assume_role_policy=json.dumps(policies.lambda_assume_role_policy()),
-            tags=dict(tags),
-            opts=child,
-        )
-        policy_document = pulumi.Output.all(
-            client_credentials_parameter_arn=tokens.client_credentials.arn,
-            refresh_token_parameter_arn=tokens.refresh_token.arn,
-            bucket_arn=intake.bucket.arn,
-            inbound_queue_arn=intake.inbound_queue.arn,
-            retry_queue_arn=retry.queue.arn,
-            inbound_dlq_arn=intake.inbound_dlq.arn,
-            log_group_arn=self.log_group.arn,
-        ).apply(lambda arns: json.dumps(policies.forwarder_policy(**arns)))
-        self.role_policy = aws.iam.RolePolicy(
-            f"{name}-policy",
-            name="least-privilege",
-            role=self.role.name,
-            policy=policy_document,
-            opts=child,
-        )
-        self.function = aws.lambda_.Function(
-            f"{name}-function",
-            name=function_name,
+        spec = FunctionSpec(
+            function_name=names.forwarder_function(env),
+            role_name=names.forwarder_role(env),
             description=f"ses-mail {env}: imports mail received by SES into Gmail",
-            role=self.role.arn,
-            runtime=names.FORWARDER_RUNTIME,
-            architectures=[names.FORWARDER_ARCHITECTURE],
             handler=names.FORWARDER_HANDLER,
-            code=lambda_archive(archive_root),
-            timeout=names.FORWARDER_TIMEOUT_SECONDS,
-            memory_size=names.FORWARDER_MEMORY_MB,
-            environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables=forwarder_environment(
-                    env=env,
-                    retry_queue_url=retry.queue.url,
-                    inbound_dlq_url=intake.inbound_dlq.url,
-                    email_bucket=intake.bucket.id,
-                    extra_labels=extra_labels,
-                )
+            timeout_seconds=names.FORWARDER_TIMEOUT_SECONDS,
+            memory_mb=names.FORWARDER_MEMORY_MB,
+            log_retention_days=names.FORWARDER_LOG_RETENTION_DAYS,
+        )
+        parts = python_function(
+            name,
+            spec,
+            parent=self,
+            policy=lambda log_group_arn: pulumi.Output.all(
+                client_credentials_parameter_arn=tokens.client_credentials.arn,
+                refresh_token_parameter_arn=tokens.refresh_token.arn,
+                bucket_arn=intake.bucket.arn,
+                inbound_queue_arn=intake.inbound_queue.arn,
+                retry_queue_arn=retry.queue.arn,
+                inbound_dlq_arn=intake.inbound_dlq.arn,
+                log_group_arn=log_group_arn,
+            ).apply(lambda arns: json.dumps(policies.forwarder_policy(**arns))),
+            environment=forwarder_environment(
+                env=env,
+                retry_queue_url=retry.queue.url,
+                inbound_dlq_url=intake.inbound_dlq.url,
+                email_bucket=intake.bucket.id,
+                extra_labels=extra_labels,
             ),
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=self.log_group.name),
-            tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
+            tags=tags,
+            archive_root=archive_root,
+        )
+        self.log_group, self.role, self.role_policy, self.function = (
+            parts.log_group,
+            parts.role,
+            parts.role_policy,
+            parts.function,
         )
         # Lambda checks the role can receive from the queue when the mapping is created, hence
         # depends_on the policy. Concurrency: Gmail's per-user quota is 240 imports a minute

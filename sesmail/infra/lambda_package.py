@@ -1,4 +1,4 @@
-"""The one Lambda deployment package every function of the stack runs (forwarder, token monitor).
+"""The one Lambda package every function of the stack runs, and the plumbing each function shares.
 
 Both functions ship the same files (``archive.lambda_source_files``) and differ only in their
 handler, so there is one definition of the package and one check that it holds every handler
@@ -8,12 +8,16 @@ instead of failing every invocation afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+import pulumi_aws as aws
 
 from sesmail import names
+from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 
 #: Every Lambda handler of the stack; the package must contain each one's module.
@@ -41,3 +45,80 @@ def lambda_archive(root: Path = REPO_ROOT, handlers: Sequence[str] = LAMBDA_HAND
                 f"{handler} would fail on every invocation"
             )
     return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in files})
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What differs between the stack's Lambda functions; everything else is shared below."""
+
+    function_name: str
+    role_name: str
+    description: str
+    handler: str
+    timeout_seconds: int
+    memory_mb: int
+    log_retention_days: int
+
+
+@dataclass(frozen=True)
+class PythonFunction:
+    log_group: aws.cloudwatch.LogGroup
+    role: aws.iam.Role
+    role_policy: aws.iam.RolePolicy
+    function: aws.lambda_.Function
+
+
+def python_function(
+    name: str,
+    spec: FunctionSpec,
+    *,
+    parent: pulumi.Resource,
+    policy: Callable[[pulumi.Output[str]], pulumi.Input[str]],
+    environment: Mapping[str, pulumi.Input[str]],
+    tags: Mapping[str, str],
+    archive_root: Path = REPO_ROOT,
+) -> PythonFunction:
+    """A function of the shared package with its own log group, role and least-privilege policy.
+
+    ``policy`` receives the log group's ARN and returns the role's policy JSON. The log group
+    is ours (not Lambda's on first run) so it has a retention and goes away with the stack; the
+    function waits for it and for the policy, so no log line lands in an unmanaged group and
+    the first invocation already has its permissions.
+    """
+    child = pulumi.ResourceOptions(parent=parent)
+    log_group = aws.cloudwatch.LogGroup(
+        f"{name}-logs",
+        name=names.lambda_log_group(spec.function_name),
+        retention_in_days=spec.log_retention_days,
+        tags=dict(tags),
+        opts=child,
+    )
+    role = aws.iam.Role(
+        f"{name}-role",
+        name=spec.role_name,
+        description=spec.description,
+        assume_role_policy=json.dumps(policies.lambda_assume_role_policy()),
+        tags=dict(tags),
+        opts=child,
+    )
+    role_policy = aws.iam.RolePolicy(
+        f"{name}-policy", name="least-privilege", role=role.name, policy=policy(log_group.arn), opts=child
+    )
+    function = aws.lambda_.Function(
+        f"{name}-function",
+        name=spec.function_name,
+        description=spec.description,
+        role=role.arn,
+        runtime=names.FORWARDER_RUNTIME,
+        architectures=[names.FORWARDER_ARCHITECTURE],
+        handler=spec.handler,
+        code=lambda_archive(archive_root),
+        timeout=spec.timeout_seconds,
+        memory_size=spec.memory_mb,
+        environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)),
+        # Text: our lines already are JSON objects; Lambda's JSON format would wrap them again.
+        logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=log_group.name),
+        tags=dict(tags),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[log_group, role_policy]),
+    )
+    return PythonFunction(log_group, role, role_policy, function)

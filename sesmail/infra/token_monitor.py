@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from sesmail import names
 from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
-from sesmail.infra.lambda_package import lambda_archive
+from sesmail.infra.lambda_package import FunctionSpec, python_function
 from sesmail.infra.tokens import Tokens
 
 
@@ -43,51 +43,33 @@ class TokenMonitor(pulumi.ComponentResource):
     ) -> None:
         super().__init__("sesmail:infra:TokenMonitor", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        function_name = names.token_monitor_function(env)
-
-        # Ours (not Lambda's on first run): it has a retention and goes away with the stack.
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=names.lambda_log_group(function_name),
-            retention_in_days=names.TOKEN_MONITOR_LOG_RETENTION_DAYS,
-            tags=dict(tags),
-            opts=child,
+        spec = FunctionSpec(
+            function_name=names.token_monitor_function(env),
+            role_name=names.token_monitor_role(env),
+            description=f"ses-mail {env}: publishes the Gmail token's hours left every 15 minutes",
+            handler=names.TOKEN_MONITOR_HANDLER,
+            timeout_seconds=names.TOKEN_MONITOR_TIMEOUT_SECONDS,
+            memory_mb=names.TOKEN_MONITOR_MEMORY_MB,
+            log_retention_days=names.TOKEN_MONITOR_LOG_RETENTION_DAYS,
         )
-        self.role = aws.iam.Role(
-            f"{name}-role",
-            name=names.token_monitor_role(env),
-            description=f"ses-mail {env}: the token monitor Lambda",
-            assume_role_policy=json.dumps(policies.lambda_assume_role_policy()),
-            tags=dict(tags),
-            opts=child,
-        )
-        self.role_policy = aws.iam.RolePolicy(
-            f"{name}-policy",
-            name="least-privilege",
-            role=self.role.name,
-            policy=pulumi.Output.all(
-                expiry_parameter_arn=tokens.refresh_token_expiry.arn,
-                log_group_arn=self.log_group.arn,
+        parts = python_function(
+            name,
+            spec,
+            parent=self,
+            policy=lambda log_group_arn: pulumi.Output.all(
+                expiry_parameter_arn=tokens.refresh_token_expiry.arn, log_group_arn=log_group_arn
             ).apply(
                 lambda arns: json.dumps(policies.token_monitor_policy(**arns, namespace=names.metric_namespace(env)))
             ),
-            opts=child,
+            environment={names.ENV_VAR_ENV: env},
+            tags=tags,
+            archive_root=archive_root,
         )
-        self.function = aws.lambda_.Function(
-            f"{name}-function",
-            name=function_name,
-            description=f"ses-mail {env}: publishes the Gmail token's hours left every 15 minutes",
-            role=self.role.arn,
-            runtime=names.FORWARDER_RUNTIME,
-            architectures=[names.FORWARDER_ARCHITECTURE],
-            handler=names.TOKEN_MONITOR_HANDLER,
-            code=lambda_archive(archive_root),
-            timeout=names.TOKEN_MONITOR_TIMEOUT_SECONDS,
-            memory_size=names.TOKEN_MONITOR_MEMORY_MB,
-            environment=aws.lambda_.FunctionEnvironmentArgs(variables={names.ENV_VAR_ENV: env}),
-            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=self.log_group.name),
-            tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, self.role_policy]),
+        self.log_group, self.role, self.role_policy, self.function = (
+            parts.log_group,
+            parts.role,
+            parts.role_policy,
+            parts.function,
         )
         self.schedule = aws.cloudwatch.EventRule(
             f"{name}-schedule",
