@@ -35,8 +35,12 @@ class MessageStore:
     def __init__(self, s3: Callable[[], Any]) -> None:
         self._s3 = s3
 
-    def recorded_gmail_id(self, note: MailNotification) -> str | None:
-        tags = self._s3().get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"]
+    def tags(self, note: MailNotification) -> list[dict[str, str]]:
+        """The object's tag set (one S3 call); ``recorded_gmail_id`` and ``record`` both use it."""
+        return list(self._s3().get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"])
+
+    def recorded_gmail_id(self, note: MailNotification, tags: list[dict[str, str]] | None = None) -> str | None:
+        tags = self.tags(note) if tags is None else tags
         return next((t["Value"] for t in tags if t["Key"] == names.GMAIL_ID_TAG), None)
 
     def opener(self, note: MailNotification) -> BodyOpener:
@@ -46,9 +50,15 @@ class MessageStore:
 
         return open_body
 
-    def record(self, note: MailNotification, gmail_id: str) -> None:
+    def record(self, note: MailNotification, gmail_id: str, tags: list[dict[str, str]] | None = None) -> None:
+        """Add the Gmail id to the object's tags, keeping the others.
+
+        ``tags`` is the tag set the delivery read before importing, which saves reading it a
+        second time (S3 replaces the whole set on a put; nothing else tags these objects).
+        """
         s3 = self._s3()
-        tags = s3.get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"]
+        if tags is None:
+            tags = self.tags(note)
         kept = [t for t in tags if t["Key"] != names.GMAIL_ID_TAG]
         s3.put_object_tagging(
             Bucket=note.bucket,
@@ -100,7 +110,8 @@ class Deliverer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _deliver_once(self, note: MailNotification) -> Delivery:
-        existing = self._store.recorded_gmail_id(note)
+        tags = self._store.tags(note)
+        existing = self._store.recorded_gmail_id(note, tags)
         if existing:
             log.info(
                 "already imported; not importing again",
@@ -110,7 +121,7 @@ class Deliverer:
         imported = self._importer.import_message(self._store.opener(note), labels_for(note.is_spam, self._extra_labels))
         log.info("imported into Gmail", extra={"event": "delivery.imported", "gmailMessageId": imported.gmail_id})
         try:
-            self._store.record(note, imported.gmail_id)
+            self._store.record(note, imported.gmail_id, tags)
         except Exception as exc:
             # The mail is in Gmail; failing now would make SQS deliver it a second time.
             log.error(
