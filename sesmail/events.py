@@ -103,25 +103,26 @@ def parse_notification(document: Any, *, expected_bucket: str | None = None) -> 
         raise MalformedEventError(f"notification is a {type(document).__name__}, not a JSON object")
     kind = document.get("notificationType")
     if kind != "Received":
-        raise MalformedEventError(f"unsupported notificationType {kind!r} (expected 'Received')")
+        raise MalformedEventError(f"unsupported notificationType {_shown(kind)} (expected 'Received')")
     mail = _object(document, "mail")
     receipt = _object(document, "receipt")
     action = _object(receipt, "action", "receipt")
     if action.get("type") != "S3":
         raise MalformedEventError(
-            f"receipt.action.type is {action.get('type')!r}; the forwarder needs the S3 action's notification"
+            f"receipt.action.type is {_shown(action.get('type'))}; the forwarder needs the S3 action's notification"
         )
     bucket = _string(action, "bucketName", "receipt.action")
     key = _string(action, "objectKey", "receipt.action")
     if expected_bucket and bucket != expected_bucket:
         raise MalformedEventError(
-            f"notification names bucket {bucket!r}; this forwarder reads only {expected_bucket!r}"
+            f"notification names bucket {_shown(bucket)}; this forwarder reads only {expected_bucket!r}"
         )
+    _check_object_key(key, require_prefix=bool(expected_bucket))
     return MailNotification(
         message_id=_string(mail, "messageId", "mail"),
         bucket=bucket,
         key=key,
-        timestamp=str(mail.get("timestamp") or receipt.get("timestamp") or ""),
+        timestamp=_text(mail, "timestamp") or _text(receipt, "timestamp"),
         spam_verdict=_verdict(receipt, "spamVerdict"),
         virus_verdict=_verdict(receipt, "virusVerdict"),
         raw=document,
@@ -137,9 +138,55 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
         value = json.loads(text)
     except (ValueError, TypeError):
         raise MalformedEventError(f"{what} is not JSON") from None
+    except RecursionError:
+        # A 256 KiB body of "[[[[..." is valid JSON that the stdlib parser cannot nest into;
+        # left uncaught it would escape the per-record handling and fail the whole batch.
+        raise MalformedEventError(f"{what} is JSON nested too deeply to be a notification") from None
     if not isinstance(value, dict):
         raise MalformedEventError(f"{what} is a JSON {type(value).__name__}, not an object")
     return value
+
+
+#: S3 refuses keys longer than this many UTF-8 bytes (KeyTooLongError).
+S3_MAX_KEY_BYTES = 1024
+#: How much of a hostile value a reason quotes: reasons are stored as SQS attributes and
+#: returned to Step Functions, whose payloads are size-limited.
+_SHOWN_CHARS = 60
+
+
+def _check_object_key(key: str, *, require_prefix: bool) -> None:
+    """Refuse keys S3 (or the forwarder's IAM policy) would refuse, as permanent failures.
+
+    Without this they surface as ``KeyTooLongError``, ``AccessDenied`` (the forwarder may read
+    only ``inbound/*``) or an encoding error inside botocore, all of which classify as
+    transient: the record would be redelivered five times and reach the DLQ without its reason.
+    """
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise MalformedEventError("receipt.action.objectKey is not valid Unicode (lone surrogate)") from None
+    if size > S3_MAX_KEY_BYTES:
+        raise MalformedEventError(f"receipt.action.objectKey is {size} bytes; S3 keys are at most {S3_MAX_KEY_BYTES}")
+    if require_prefix and not key.startswith(names.INBOUND_PREFIX):
+        raise MalformedEventError(
+            f"receipt.action.objectKey {_shown(key)} is outside {names.INBOUND_PREFIX!r}, "
+            "where SES stores mail and all this forwarder may read"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A short, printable rendering of a hostile value for a failure reason."""
+    if isinstance(value, dict):
+        return "(a JSON object)"
+    if isinstance(value, list):
+        return "(a JSON array)"
+    if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+        return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return "(a number too long to show)"
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}..."
 
 
 def _object(parent: dict[str, Any], key: str, where: str = "notification") -> dict[str, Any]:
@@ -154,6 +201,12 @@ def _string(parent: dict[str, Any], key: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise MalformedEventError(f"{where}.{key} is missing or not a non-empty string")
     return value
+
+
+def _text(parent: dict[str, Any], key: str) -> str:
+    """An optional string field; anything else (a hand-edited number, object, ...) counts as absent."""
+    value = parent.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _verdict(receipt: dict[str, Any], key: str) -> str | None:

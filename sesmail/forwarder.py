@@ -43,7 +43,7 @@ from sesmail.gmail import GmailImporter
 from sesmail.http import HttpClient
 from sesmail.log import bound, get_logger
 from sesmail.metrics import emit_counts
-from sesmail.retry_queue import park_for_retry, send_to_dlq
+from sesmail.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
 from sesmail.tokens import AccessTokenProvider
 
 log = get_logger("sesmail.forwarder")
@@ -287,14 +287,16 @@ class Forwarder:
         """Log it (inside the message's context) and return the contract class to raise.
 
         Step Functions matches the errorType, i.e. the class name, so subclasses such as
-        ``TokenNotConfiguredError`` are raised as their contract base class.
+        ``TokenNotConfiguredError`` are raised as their contract base class. The message is
+        bounded: it becomes the execution's error ``Cause`` and then the retry DLQ's ``error``
+        attribute, and Step Functions payloads and SQS messages are size-limited.
         """
         invocation.counts[names.METRIC_FAILED] += 1
         log.error(
             "retry delivery failed",
             extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},
         )
-        return _CONTRACT_ERRORS[error.failure_class](error.reason)
+        return _CONTRACT_ERRORS[error.failure_class](error.reason[:MAX_REASON_CHARS])
 
     # --- helpers -------------------------------------------------------------------------------------
 

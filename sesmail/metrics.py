@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -27,6 +28,16 @@ def emf_document(env: str, counts: Mapping[str, float], *, unit: str = "Count") 
 
 
 def emit_counts(env: str, counts: Mapping[str, float]) -> None:
-    """Print one EMF line; CloudWatch Logs turns it into metrics in ``SESMail/{env}``."""
-    if counts:
+    """Print one EMF line; CloudWatch Logs turns it into metrics in ``SESMail/{env}``.
+
+    Never raises: the forwarder calls this after the batch is settled, and a metric that cannot
+    be written (stdout closed or broken, a bad value) must not turn delivered mail into a failed
+    invocation that SQS would redeliver. The loss is reported on stderr, best effort.
+    """
+    if not counts:
+        return
+    try:
         sys.stdout.write(json.dumps(emf_document(env, counts)) + "\n")
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"sesmail: could not emit metrics {sorted(counts)}: {type(exc).__name__}: {exc}\n")

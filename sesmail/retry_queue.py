@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,11 @@ from sesmail.errors import SesMailError
 
 #: SQS caps a message at 256 KiB including attributes; keep reasons well inside that.
 MAX_REASON_CHARS = 1000
+#: Characters SQS refuses in a message attribute value (anything outside #x9 | #xA | #xD |
+#: #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF): a NUL in a hand-edited messageId, a control
+#: byte or a lone surrogate in a Gmail error body would make SendMessage fail with
+#: InvalidParameterValue, so the message could be neither parked nor dead-lettered.
+_SQS_INVALID_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def park_for_retry(
@@ -28,7 +34,7 @@ def park_for_retry(
         names.ATTR_ERROR_TYPE: error.failure_class.value,
         names.ATTR_ATTEMPT_COUNT: str(attempt_count),
         names.ATTR_ORIGINAL_REQUEST_ID: request_id,
-        names.ATTR_ERROR: error.reason[:MAX_REASON_CHARS],
+        names.ATTR_ERROR: error.reason,
     }
     response = sqs.send_message(
         QueueUrl=queue_url, MessageBody=notification_json, MessageAttributes=_attributes(attributes)
@@ -39,7 +45,7 @@ def park_for_retry(
 def send_to_dlq(sqs: Any, queue_url: str, body: str, *, error: SesMailError, context: Mapping[str, str]) -> str:
     """Dead-letter ``body`` unchanged (so a redrive replays it) with the reason beside it."""
     attributes = {
-        names.ATTR_ERROR: error.reason[:MAX_REASON_CHARS],
+        names.ATTR_ERROR: error.reason,
         names.ATTR_ERROR_TYPE: error.failure_class.value,
         **context,
     }
@@ -47,6 +53,12 @@ def send_to_dlq(sqs: Any, queue_url: str, body: str, *, error: SesMailError, con
     return str(response["MessageId"])
 
 
+def attribute_value(value: str) -> str:
+    """``value`` as SQS accepts it in a String attribute: valid characters only, bounded length."""
+    return _SQS_INVALID_CHARS.sub("\ufffd", value[:MAX_REASON_CHARS])
+
+
 def _attributes(values: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    # SQS rejects empty attribute values; an absent attribute says the same thing.
-    return {k: {"DataType": "String", "StringValue": v} for k, v in values.items() if v}
+    # SQS rejects empty attribute values; an absent attribute says the same thing. Every value
+    # may carry text from outside (a reason quoting Gmail, a hand-edited notification's ids).
+    return {k: {"DataType": "String", "StringValue": attribute_value(v)} for k, v in values.items() if v}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from sesmail import names
@@ -210,3 +212,187 @@ def world(google: FakeGoogle) -> Iterator[World]:
         retry_url = sqs.create_queue(QueueName=names.retry_queue(ENV))["QueueUrl"]
         dlq_url = sqs.create_queue(QueueName=names.inbound_dlq(ENV))["QueueUrl"]
         yield World(google, s3, sqs, ssm, retry_url, dlq_url)
+
+
+# --- fault injection (tests of hostile input and AWS faults) ---------------------------------------
+
+
+@dataclass
+class InjectedFault:
+    """An AWS error a client raises for one operation, through botocore's own event system."""
+
+    service: str
+    operation: str
+    code: str
+    status: int = 500
+    message: str = "injected"
+    times: int | None = None  # None: every call
+    skip: int = 0  # let this many calls through first
+    calls: int = 0  # calls seen
+    raised: int = 0
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.calls += 1
+        if self.calls <= self.skip or (self.times is not None and self.raised >= self.times):
+            return
+        self.raised += 1
+        raise ClientError(
+            {
+                "Error": {"Code": self.code, "Message": self.message},
+                "ResponseMetadata": {"HTTPStatusCode": self.status, "RequestId": f"injected-{self.raised}"},
+            },
+            self.operation,
+        )
+
+
+def inject_aws_fault(
+    client: Any,
+    operation: str,
+    code: str,
+    *,
+    status: int = 500,
+    times: int | None = None,
+    skip: int = 0,
+    message: str = "injected",
+) -> InjectedFault:
+    """Make ``client.<operation>`` fail with ``code``: ``times`` calls (None: all) after ``skip`` good ones.
+
+    Registered on ``before-call``, so botocore raises the ``ClientError`` before any request
+    leaves, exactly where a real error response would surface, and its own retries stay out.
+    """
+    service = client.meta.service_model.service_id.hyphenize()
+    fault = InjectedFault(service, operation, code, status, message, times, skip)
+    client.meta.events.register(f"before-call.{service}.{operation}", fault)
+    return fault
+
+
+#: What SQS accepts in a message body or String attribute (its documented character set).
+_SQS_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def strict_sqs(client: Any) -> None:
+    """Refuse SendMessage as real SQS does when a body or attribute holds a forbidden character.
+
+    moto stores anything; SQS answers InvalidParameterValue for e.g. a NUL or a lone surrogate.
+    """
+
+    def check(params: dict[str, Any], **kwargs: Any) -> None:
+        values = [params.get("MessageBody", "")]
+        values += [a.get("StringValue", "") for a in (params.get("MessageAttributes") or {}).values()]
+        for value in values:
+            if _SQS_INVALID.search(value):
+                raise ClientError(
+                    {
+                        "Error": {"Code": "InvalidParameterValue", "Message": "Invalid characters found."},
+                        "ResponseMetadata": {"HTTPStatusCode": 400},
+                    },
+                    "SendMessage",
+                )
+
+    # before-parameter-build sees the API parameters (before-call sees the serialised request).
+    client.meta.events.register("before-parameter-build.sqs.SendMessage", check)
+
+
+class InboundQueue:
+    """The inbound SQS queue (moto, with its redrive policy) and a faithful event source mapping.
+
+    ``poll`` does what Lambda's SQS poller does: receive up to 10 messages with the queue's
+    visibility timeout, invoke the handler with them, delete everything not reported in
+    ``batchItemFailures`` (an unknown identifier or an exception fails the whole batch). Failed
+    messages stay invisible until ``pass_visibility_timeout`` (which also moves the fake
+    Google's clock by the same 720 s); SQS's own redrive moves a message to the inbound DLQ
+    when it is received more than ``INBOUND_QUEUE_MAX_RECEIVE_COUNT`` times.
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        dlq_arn = world.sqs.get_queue_attributes(QueueUrl=world.inbound_dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.url = world.sqs.create_queue(
+            QueueName=names.inbound_queue(ENV),
+            Attributes={
+                "VisibilityTimeout": str(names.INBOUND_QUEUE_VISIBILITY_SECONDS),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": names.INBOUND_QUEUE_MAX_RECEIVE_COUNT}
+                ),
+            },
+        )["QueueUrl"]
+        self.max_receive_count = 0
+        self.invocations = 0
+        self._in_flight: list[str] = []
+
+    def send(self, notification: dict[str, Any]) -> None:
+        """What SNS does with SES's notification: an envelope in the queue."""
+        self.world.sqs.send_message(QueueUrl=self.url, MessageBody=sns_envelope(notification))
+
+    def depth(self) -> int:
+        attributes = self.world.sqs.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def poll(self, forwarder: Forwarder | None = None, context: FakeContext | None = None) -> list[str] | None:
+        """One invocation; the ids of the records left in the queue, or None if none was visible."""
+        received = self.world.sqs.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=names.SQS_BATCH_SIZE, AttributeNames=["All"]
+        ).get("Messages", [])
+        if not received:
+            return None
+        self.invocations += 1
+        records = [
+            {
+                **sqs_record(m["Body"], m["MessageId"]),
+                "receiptHandle": m["ReceiptHandle"],
+                "attributes": m["Attributes"],
+            }
+            for m in received
+        ]
+        counts = [int(m["Attributes"]["ApproximateReceiveCount"]) for m in received]
+        self.max_receive_count = max(self.max_receive_count, *counts)
+        target = forwarder or self.world.forwarder or self.world.cold_start()
+        ids = {m["MessageId"] for m in received}
+        try:
+            answer = target.handle({"Records": records}, context or FakeContext())
+            failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+        except Exception:
+            failed = set(ids)
+        if not failed <= ids:  # Lambda: an identifier it does not know fails the whole batch
+            failed = set(ids)
+        for message in received:
+            if message["MessageId"] in failed:
+                self._in_flight.append(message["ReceiptHandle"])
+            else:
+                self.world.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return sorted(failed)
+
+    def pass_visibility_timeout(self) -> None:
+        """The failed messages' visibility timeout ends: they are receivable again."""
+        handles, self._in_flight = self._in_flight, []
+        for handle in handles:
+            self.world.sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=handle, VisibilityTimeout=0)
+        self.world.google.advance_time(names.INBOUND_QUEUE_VISIBILITY_SECONDS)
+
+    def run(self, forwarder: Forwarder | None = None, *, rounds: int = 10) -> None:
+        """Poll until the queue is empty, letting the visibility timeout pass between rounds."""
+        for _ in range(rounds):
+            while self.poll(forwarder) is not None:
+                pass
+            if not self.depth():
+                return
+            self.pass_visibility_timeout()
+
+
+class AdvancingSleep:
+    """A ``sleep`` that records its calls and moves the fake Google's clock instead of waiting."""
+
+    def __init__(self, google: FakeGoogle) -> None:
+        self.google = google
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.google.advance_time(seconds)
+
+    # ``world.sleeps.append`` is how the existing harnesses hand a sleep to the forwarder.
+    append = __call__
