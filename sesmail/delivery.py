@@ -29,42 +29,57 @@ class Delivery:
     gmail_message_id: str
 
 
+@dataclass(frozen=True)
+class StoredMessage:
+    """An opened S3 object: its body stream, exact size, and how many tags it carries."""
+
+    body: Any  # botocore StreamingBody
+    size: int
+    tag_count: int
+
+    def chunks(self) -> Iterable[bytes]:
+        return self.body.iter_chunks(CHUNK_BYTES)  # type: ignore[no-any-return]
+
+
 class MessageStore:
     """The raw messages SES's S3 action wrote, and their idempotency tags."""
 
     def __init__(self, s3: Callable[[], Any]) -> None:
         self._s3 = s3
 
+    def open(self, note: MailNotification) -> StoredMessage:
+        obj = self._s3().get_object(Bucket=note.bucket, Key=note.key)
+        return StoredMessage(obj["Body"], int(obj["ContentLength"]), int(obj.get("TagCount") or 0))
+
     def tags(self, note: MailNotification) -> list[dict[str, str]]:
-        """The object's tag set (one S3 call); ``recorded_gmail_id`` and ``record`` both use it."""
         return list(self._s3().get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"])
 
-    def recorded_gmail_id(self, note: MailNotification, tags: list[dict[str, str]] | None = None) -> str | None:
-        tags = self.tags(note) if tags is None else tags
-        return next((t["Value"] for t in tags if t["Key"] == names.GMAIL_ID_TAG), None)
+    def opener(self, note: MailNotification, first: StoredMessage) -> BodyOpener:
+        """Hands out ``first`` (already open) once, then opens the object anew for each retry."""
+        pending = [first]
 
-    def opener(self, note: MailNotification) -> BodyOpener:
         def open_body() -> tuple[Iterable[bytes], int]:
-            obj = self._s3().get_object(Bucket=note.bucket, Key=note.key)
-            return obj["Body"].iter_chunks(CHUNK_BYTES), int(obj["ContentLength"])
+            message = pending.pop() if pending else self.open(note)
+            return message.chunks(), message.size
 
         return open_body
 
-    def record(self, note: MailNotification, gmail_id: str, tags: list[dict[str, str]] | None = None) -> None:
+    def record(self, note: MailNotification, gmail_id: str, tags: list[dict[str, str]]) -> None:
         """Add the Gmail id to the object's tags, keeping the others.
 
-        ``tags`` is the tag set the delivery read before importing, which saves reading it a
-        second time (S3 replaces the whole set on a put; nothing else tags these objects).
+        ``tags`` is the set read before importing (S3 replaces the whole set on a put; nothing
+        else tags these objects while the forwarder holds them).
         """
-        s3 = self._s3()
-        if tags is None:
-            tags = self.tags(note)
         kept = [t for t in tags if t["Key"] != names.GMAIL_ID_TAG]
-        s3.put_object_tagging(
+        self._s3().put_object_tagging(
             Bucket=note.bucket,
             Key=note.key,
             Tagging={"TagSet": [*kept, {"Key": names.GMAIL_ID_TAG, "Value": gmail_id}]},
         )
+
+
+def recorded_gmail_id(tags: list[dict[str, str]]) -> str | None:
+    return next((t["Value"] for t in tags if t["Key"] == names.GMAIL_ID_TAG), None)
 
 
 class Deliverer:
@@ -110,15 +125,22 @@ class Deliverer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _deliver_once(self, note: MailNotification) -> Delivery:
-        tags = self._store.tags(note)
-        existing = self._store.recorded_gmail_id(note, tags)
-        if existing:
-            log.info(
-                "already imported; not importing again",
-                extra={"event": "delivery.duplicate", "gmailMessageId": existing},
-            )
-            return Delivery("already-delivered", existing)
-        imported = self._importer.import_message(self._store.opener(note), labels_for(note.is_spam, self._extra_labels))
+        # GetObject first: its TagCount says whether reading the tags is needed at all, which
+        # saves an S3 round trip for every message not delivered before (nearly all of them).
+        message = self._store.open(note)
+        try:
+            tags = self._store.tags(note) if message.tag_count else []
+            existing = recorded_gmail_id(tags)
+            if existing:
+                log.info(
+                    "already imported; not importing again",
+                    extra={"event": "delivery.duplicate", "gmailMessageId": existing},
+                )
+                return Delivery("already-delivered", existing)
+            labels = labels_for(note.is_spam, self._extra_labels)
+            imported = self._importer.import_message(self._store.opener(note, message), labels)
+        finally:
+            message.body.close()
         log.info("imported into Gmail", extra={"event": "delivery.imported", "gmailMessageId": imported.gmail_id})
         try:
             self._store.record(note, imported.gmail_id, tags)

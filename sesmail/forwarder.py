@@ -94,6 +94,8 @@ class _Invocation:
     request_id: str
     deadline: float
     counts: Counter[str]
+    out_of_time: bool = False
+    token_dead: bool = False
 
 
 class Forwarder:
@@ -128,6 +130,10 @@ class Forwarder:
                 return self._dispatch(event, invocation)
             finally:
                 emit_counts(self.settings.env, dict(invocation.counts))
+                if invocation.token_dead:
+                    # The monitor knows only the *stored* expiry; a token Google revoked early
+                    # is found here. 0 hours left is what the token alarms must see then.
+                    emit_counts(self.settings.env, {names.METRIC_TOKEN_HOURS: 0}, unit=names.METRIC_TOKEN_HOURS_UNIT)
 
     def _dispatch(self, event: Any, invocation: _Invocation) -> dict[str, Any]:
         if isinstance(event, dict) and event.get("source") == names.RETRY_PROCESSOR_SOURCE:
@@ -142,10 +148,25 @@ class Forwarder:
     # --- SQS: the inbound queue ---------------------------------------------------------------------
 
     def _handle_sqs(self, records: list[Any], invocation: _Invocation) -> dict[str, Any]:
+        """Settle each record; once the invocation's time is up, hand the rest back to SQS.
+
+        Starting a record past the deadline risks a Lambda timeout, which fails the *whole*
+        batch: records already parked would be parked a second time.
+        """
         failures = []
         for index, raw_record in enumerate(records):
             item_id = raw_record.get("messageId") if isinstance(raw_record, dict) else None
-            if not self._handle_sqs_record(raw_record, invocation):
+            if self._clock() >= invocation.deadline:
+                if not invocation.out_of_time:
+                    invocation.out_of_time = True
+                    log.warning(
+                        "out of time; leaving the rest of the batch for SQS to redeliver",
+                        extra={"event": "delivery.deferred", "records": len(records) - index},
+                    )
+                handled = False
+            else:
+                handled = self._handle_sqs_record(raw_record, invocation)
+            if not handled:
                 failures.append({"itemIdentifier": item_id if isinstance(item_id, str) else str(index)})
         return {"batchItemFailures": failures}
 
@@ -204,6 +225,8 @@ class Forwarder:
             error = classify(exc)
         if isinstance(error, PermanentError):
             return self._dead_letter(dlq_body, error, invocation, {"sesMessageId": note.message_id})
+        if isinstance(error, TokenExpiredError):
+            invocation.token_dead = True
         if isinstance(error, TokenExpiredError) or park_transient:
             return self._park(note, error, invocation, attempt)
         log.warning(
@@ -292,6 +315,7 @@ class Forwarder:
         attribute, and Step Functions payloads and SQS messages are size-limited.
         """
         invocation.counts[names.METRIC_FAILED] += 1
+        invocation.token_dead = invocation.token_dead or isinstance(error, TokenExpiredError)
         log.error(
             "retry delivery failed",
             extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},

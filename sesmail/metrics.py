@@ -27,7 +27,7 @@ def emf_document(env: str, counts: Mapping[str, float], *, unit: str = "Count") 
     }
 
 
-def emit_counts(env: str, counts: Mapping[str, float]) -> None:
+def emit_counts(env: str, counts: Mapping[str, float], *, unit: str = "Count") -> None:
     """Print one EMF line; CloudWatch Logs turns it into metrics in ``SESMail/{env}``.
 
     Never raises: the forwarder calls this after the batch is settled, and a metric that cannot
@@ -37,7 +37,7 @@ def emit_counts(env: str, counts: Mapping[str, float]) -> None:
     if not counts:
         return
     try:
-        sys.stdout.write(json.dumps(emf_document(env, counts)) + "\n")
+        sys.stdout.write(json.dumps(emf_document(env, counts, unit=unit)) + "\n")
     except Exception as exc:
         with contextlib.suppress(Exception):
             sys.stderr.write(f"sesmail: could not emit metrics {sorted(counts)}: {type(exc).__name__}: {exc}\n")

@@ -23,7 +23,7 @@ import tests.test_retry_processor as _retry_processor_tests
 from sesmail import names
 from sesmail.errors import TransientError
 from sesmail.forwarder import Forwarder
-from tests.conftest import FakeContext, InboundQueue, World, inject_aws_fault, raw_message
+from tests.conftest import BUCKET, FakeContext, InboundQueue, World, inject_aws_fault, raw_message
 from tests.test_retry_processor import DrainWorld
 
 drain = _retry_processor_tests.drain
@@ -127,6 +127,11 @@ def test_s3_read_errors_are_transient(
     forwarder = world.cold_start()
     fault = inject_aws_fault(forwarder._clients.s3, operation, code, status=status)
     queue.send(world.store_mail("m1"))
+    if operation == "GetObjectTagging":
+        # Tags are read only when GetObject's TagCount says there are some.
+        world.s3.put_object_tagging(
+            Bucket=BUCKET, Key="inbound/m1", Tagging={"TagSet": [{"Key": "retention", "Value": "legal"}]}
+        )
 
     queue.poll()
 
@@ -139,6 +144,8 @@ def test_s3_read_errors_are_transient(
     queue.run()
     assert [m.raw for m in world.google.messages] == [raw_message("m1")]
     assert queue.depth() == 0
+    tags = {t["Key"] for t in world.s3.get_object_tagging(Bucket=BUCKET, Key="inbound/m1")["TagSet"]}
+    assert names.GMAIL_ID_TAG in tags and (operation != "GetObjectTagging" or "retention" in tags)
 
 
 def test_s3_get_object_500_once_is_retried_in_process(world: World) -> None:

@@ -1,7 +1,8 @@
 """Duplicates: what the S3 ``gmail-message-id`` tag guarantees, and precisely what it does not.
 
 The guarantee — at most one import when deliveries of one message are *sequential*: a delivery
-reads the object's tags first and answers ``already-delivered`` when the tag is there. That
+checks the object's tags first (GetObject's ``TagCount``, then the tag set when there are tags)
+and answers ``already-delivered`` when the tag is there. That
 covers SQS redelivering a record (visibility timeout, a Lambda that died after importing but
 before acknowledging), the same notification parked twice, the inbound path followed by the
 retry processor, an operator's redrive, and any number of cold containers: the record lives on
@@ -11,14 +12,15 @@ What can happen concurrently — the tag is a record written *after* the import,
 Two invocations that deliver the same message at the same moment can both read the tags before
 either has written one; both then import, Gmail holds the message twice (two Gmail ids), and the
 tag ends up naming whichever import wrote last. The window is the duration of one import, from
-the tag read to the tag write. It opens only when two copies of one notification are in flight
+the GetObject to the tag write. It opens only when two copies of one notification are in flight
 at once:
 
 - SQS hands out a duplicate of an inbound record while the first copy is being delivered
   (standard queues deliver at least once; rare);
 - two copies sit in the retry queue (the invocation that parked a record failed as a whole
-  afterwards, so SQS redelivered it and it was parked again, or an operator redrove a copy) and
-  one receive hands both to the Map, which delivers ``RETRY_MAP_MAX_CONCURRENCY`` (2) at a time.
+  afterwards, so SQS redelivered it and it was parked again — the forwarder stops starting
+  records once its time is up to make that rare — or an operator redrove a copy) and one
+  receive hands both to the Map, which delivers ``RETRY_MAP_MAX_CONCURRENCY`` (2) at a time.
 
 Never more than one import per copy, and never a loss: each copy is deleted only once Gmail has
 the message.
@@ -153,8 +155,9 @@ def test_two_copies_in_one_retry_batch_are_never_lost_and_may_both_import(drain:
 
 
 def test_concurrent_deliveries_of_one_message_can_both_import(world: World) -> None:
-    """Deterministic replay of the race: B runs entirely while A is between its tag read and its
-    upload (A's GetObject). Both saw no tag, both import; the tag names A, which wrote last."""
+    """Deterministic replay of the race: B runs entirely while A is between its GetObject (whose
+    TagCount said "no tags") and its upload. Both saw no tag, both import; the tag names A, which
+    wrote last."""
     world.install_token()
     note = world.store_mail("m1")
     a = Forwarder(world.settings(), AwsClients(), sleep=world.sleeps.append)
@@ -165,7 +168,7 @@ def test_concurrent_deliveries_of_one_message_can_both_import(world: World) -> N
         if not raced:
             raced.append(b.handle(world.sqs_event(note), FakeContext(request_id="b")))
 
-    a._clients.s3.meta.events.register("before-call.s3.GetObject", b_delivers_now)
+    a._clients.s3.meta.events.register("after-call.s3.GetObject", b_delivers_now)
 
     assert a.handle(world.sqs_event(note), FakeContext(request_id="a")) == {"batchItemFailures": []}
 

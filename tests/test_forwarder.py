@@ -9,7 +9,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sesmail import names
+from sesmail.aws import AwsClients
 from sesmail.errors import PermanentError, TokenExpiredError, TransientError
+from sesmail.forwarder import Forwarder
 from tests.conftest import BUCKET, FakeContext, World, raw_message, ses_notification, sns_envelope, sqs_record
 
 
@@ -399,3 +401,41 @@ def test_retry_failures_are_logged_with_the_message_id(world: World, capsys: pyt
     [failure] = [line for line in lines if line.get("event") == "retry.failed"]
     assert failure["messageId"] == "m7"
     assert failure["failureClass"] == "TokenExpiredError"
+
+
+def test_records_left_when_time_runs_out_go_back_to_sqs_unprocessed(world: World) -> None:
+    """Starting a record past the deadline risks a timeout that fails (and re-parks) the whole batch."""
+    world.install_token()
+    now = [0.0]
+    forwarder = Forwarder(world.settings(), AwsClients(), sleep=world.sleeps.append, clock=lambda: now[0])
+    world.forwarder = forwarder
+    handle_one = forwarder._handle_sqs_record
+
+    def slow_record(raw_record: Any, invocation: Any) -> bool:
+        handled = handle_one(raw_record, invocation)
+        now[0] += 200.0  # this record used up the invocation
+        return handled
+
+    forwarder._handle_sqs_record = slow_record  # type: ignore[method-assign]
+    notes = [world.store_mail(f"m{i}") for i in range(4)]
+
+    result = world.handle(world.sqs_event(*notes), FakeContext(remaining_seconds=120))
+
+    assert [m.raw for m in world.google.messages] == [raw_message("m0")]
+    assert result == {"batchItemFailures": [{"itemIdentifier": f"sqs-{i}"} for i in (1, 2, 3)]}
+    assert world.drain(world.retry_queue_url) == []
+
+
+def test_a_dead_token_publishes_zero_hours_left(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """A token revoked before its stored expiry is invisible to the monitor; the forwarder tells the alarms."""
+    token = world.install_token()
+    world.handle(world.sqs_event(world.store_mail("m1")))
+    assert names.METRIC_TOKEN_HOURS not in capsys.readouterr().out  # healthy: the monitor's job
+    world.google.revoke(token)
+    world.handle(world.sqs_event(world.store_mail("m2")))
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [gauge] = [d for d in documents if names.METRIC_TOKEN_HOURS in d]
+    assert gauge[names.METRIC_TOKEN_HOURS] == 0
+    [metric] = gauge["_aws"]["CloudWatchMetrics"]
+    assert metric["Namespace"] == "SESMail/test"
+    assert metric["Metrics"] == [{"Name": names.METRIC_TOKEN_HOURS, "Unit": names.METRIC_TOKEN_HOURS_UNIT}]

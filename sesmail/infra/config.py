@@ -42,7 +42,10 @@ _LOCAL_PART_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$")
 # SES: letters, digits, '.', '_' and '-'; starts and ends with a letter or digit; < 64 chars.
 _RULE_SET_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 # Gmail label ids are opaque ("Label_123", "IMPORTANT"); they travel comma-joined in GMAIL_LABELS.
-_LABEL_RE = re.compile(r"^[^,\s][^,]*$")
+#: Gmail label *ids*: a user label's is ``Label_<n>``, a system label's is upper case (INBOX,
+#: STARRED, IMPORTANT, CATEGORY_UPDATES, ...). A label *name* ("Work") would make Gmail refuse
+#: every import with 400, which sends all mail to the DLQ, so it is refused here instead.
+_LABEL_RE = re.compile(r"^(Label_[0-9]+|[A-Z][A-Z0-9_]*)$")
 _MAX_RETAIN_DAYS = 3650
 _MAX_TOKEN_LIFETIME_DAYS = 365
 
@@ -112,10 +115,11 @@ class StackConfig:
 
         extra_labels = _string_list(raw, KEY_EXTRA_LABELS)
         for label in extra_labels:
-            if not _LABEL_RE.match(label) or label != label.strip():
+            if not _LABEL_RE.match(label):
                 raise ConfigError(
                     f"config '{NAMESPACE}:{KEY_EXTRA_LABELS}': {label!r} is not a Gmail label id "
-                    "(no commas, no surrounding spaces; e.g. Label_12 or IMPORTANT)"
+                    "(e.g. Label_12 or IMPORTANT; a label's id, not its name, is listed by the Gmail "
+                    "API's users.labels.list)"
                 )
         _no_duplicates(KEY_EXTRA_LABELS, extra_labels)
 

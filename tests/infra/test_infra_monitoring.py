@@ -434,13 +434,15 @@ def forwarder_lines(world: World, capsys: pytest.CaptureFixture[str]) -> list[di
 @pytest.fixture
 def published(example_run: ProgramRun, forwarder_lines: list[dict[str, Any]]) -> set[MetricKey]:
     custom = emf_metrics(forwarder_lines) | monitor_and_cli_metrics() | state_machine_metrics(example_run)
-    # Every count the forwarder has was exercised (so "published" is complete, not lucky).
+    # Every metric the forwarder has was exercised (so "published" is complete, not lucky),
+    # including the 0-hours gauge it publishes when it finds the token dead.
     forwarder_counts = {m for ns, m, _ in emf_metrics(forwarder_lines)}
     assert forwarder_counts == {
         names.METRIC_FORWARDED,
         names.METRIC_ALREADY_DELIVERED,
         names.METRIC_PARKED,
         names.METRIC_FAILED,
+        names.METRIC_TOKEN_HOURS,
     }
     return custom
 

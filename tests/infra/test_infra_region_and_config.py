@@ -92,6 +92,8 @@ def test_lists_as_json_or_comma_separated() -> None:
         ({"recipients": "not an address@example.com"}, r"is not an e-mail address"),
         ({"alertEmails": "nobody"}, r"'ses-mail:alertEmails': 'nobody' is not an e-mail address"),
         ({"extraLabels": '["a,b"]'}, r"is not a Gmail label id"),
+        ({"extraLabels": '["Work"]'}, r"'Work' is not a Gmail label id .*not its name"),
+        ({"extraLabels": '["Label_x"]'}, r"is not a Gmail label id"),
         ({"retainDays": "thirty"}, r"'ses-mail:retainDays' must be a whole number"),
         ({"retainDays": "0"}, r"must be between 1 and"),
         ({"tokenLifetimeDays": "-1"}, r"'ses-mail:tokenLifetimeDays' must be between"),

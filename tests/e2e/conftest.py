@@ -1,0 +1,69 @@
+"""Fixtures of the end-to-end scenarios: moto's server in this process (one per xdist worker),
+the whole Pulumi program deployed into it per test, the fake Google, the edges and the operator."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.edges import E2EFakeGoogle
+from tests.e2e.moto_server import InProcessMotoServer
+from tests.e2e.system import System, start_system
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[InProcessMotoServer]:
+    server = InProcessMotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def google() -> Iterator[E2EFakeGoogle]:
+    """Overrides the shared fixture: one fake Google (OAuth + Gmail) per test, on its own port."""
+    fake = E2EFakeGoogle()
+    with fake:
+        yield fake
+        assert fake.internal_errors == []
+
+
+@pytest.fixture
+def system(
+    moto_server: InProcessMotoServer,
+    google: E2EFakeGoogle,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    _isolated_aws_environment: None,
+) -> Iterator[System]:
+    """An empty AWS, ``pulumi up`` of the example stack into it, and the world around it."""
+    with moto_server.session(), _quiet(QUIET_LOGGERS):
+        yield start_system(moto_server, google, monkeypatch, tmp_path)
+
+
+#: Noise: werkzeug's line per request, and moto's interpreter's ERROR line per unmatched IsPresent probe.
+QUIET_LOGGERS = {"werkzeug": logging.WARNING, "moto.stepfunctions.parser": logging.CRITICAL}
+
+
+@contextlib.contextmanager
+def _quiet(levels: dict[str, int]) -> Iterator[None]:
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
+    previous = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in previous.items():
+            logger.setLevel(level)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pulumi_aws warns about its own deprecated resource classes when its modules load (as in
+    # tests/infra); the program uses none of them.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_aws")
