@@ -20,7 +20,6 @@ T0 = time.perf_counter()
 
 import importlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
@@ -90,32 +89,11 @@ def idle(module_name: str) -> None:
     # The reference creates its clients (and reads SSM, and builds the Gmail service) at import.
 
 
-def use_botocore_clients() -> None:
-    """What-if (BENCH_BOTOCORE_CLIENTS=1): sesmail.aws on a plain botocore session, no boto3 import."""
-    import botocore.session
-
-    from sesmail import aws
-
-    def get(self: Any, service: str) -> Any:
-        client = self._clients.get(service)
-        if client is None:
-            if self._session is None:
-                self._session = botocore.session.Session(profile=self._profile)
-            client = self._clients[service] = self._session.create_client(
-                service, region_name=self._region, config=aws._CONFIG
-            )
-        return client
-
-    aws.AwsClients.get = get  # type: ignore[method-assign]
-
-
 def main() -> dict[str, Any]:
     mode, module_name, *args = sys.argv[1:]
     if mode == "coldstart":
         event = json.loads(open(args[0]).read())  # noqa: SIM115
         start = time.perf_counter()
-        if os.environ.get("BENCH_BOTOCORE_CLIENTS") == "1":
-            use_botocore_clients()
         if not module_name:
             floor()
             done = time.perf_counter()

@@ -17,9 +17,9 @@ the invocation (the interpreter's own start-up is the same for all three and is 
 ``process`` is the whole child process seen from outside, for reference.
 
 What-if rows (full runs; ``--no-what-if`` leaves them out) measure ours with changes that are
-not in the product, to show what each would buy: ``+pyc`` ships byte code compiled for the
-runtime's Python in the archive; ``+botocore`` builds the AWS clients on a plain botocore
-session instead of importing boto3.
+not in the product, to show what it would buy: ``+pyc`` ships byte code compiled for the
+runtime's Python in the archive. (A ``+botocore`` row led to building the AWS clients on plain
+botocore; that is now the product.)
 """
 
 from __future__ import annotations

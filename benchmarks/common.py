@@ -479,21 +479,10 @@ def implementations(roots: dict[str, Path], *, with_reference: bool = True) -> d
     return found
 
 
-#: Child switch: build the forwarder's AWS clients on a plain botocore session (no boto3 import).
-BOTOCORE_CLIENTS_ENV = "BENCH_BOTOCORE_CLIENTS"
-
-
 def what_if_implementations(roots: dict[str, Path]) -> dict[str, Implementation]:
     """Ours with changes that are not made (yet), to show what each would save on a cold start."""
     python = Path(sys.executable)
-    botocore = ((BOTOCORE_CLIENTS_ENV, "1"),)
-    return {
-        "ours+pyc": Implementation("ours+pyc", python, roots["ours-pyc"], "handlers.forwarder"),
-        "ours+botocore": Implementation("ours+botocore", python, roots["ours"], "handlers.forwarder", botocore),
-        "ours+pyc+botocore": Implementation(
-            "ours+pyc+botocore", python, roots["ours-pyc"], "handlers.forwarder", botocore
-        ),
-    }
+    return {"ours+pyc": Implementation("ours+pyc", python, roots["ours-pyc"], "handlers.forwarder")}
 
 
 def child_environ(world: AwsWorld, google: FakeGoogle, moto_url: str, task_root: Path) -> dict[str, str]:

@@ -18,7 +18,8 @@ fi
 "$VENV/bin/mypy" sesmail handlers
 
 set +e
-"$VENV/bin/python" -m pytest "$@"
+# -n auto: one pytest worker per core (pytest-xdist); every test is independent of the others.
+"$VENV/bin/python" -m pytest -n auto "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
