@@ -76,7 +76,7 @@ class Forwarder(pulumi.ComponentResource):
             memory_mb=names.FORWARDER_MEMORY_MB,
             log_retention_days=names.FORWARDER_LOG_RETENTION_DAYS,
         )
-        parts = python_function(
+        self.log_group, self.role, self.role_policy, self.function = python_function(
             name,
             spec,
             parent=self,
@@ -98,12 +98,6 @@ class Forwarder(pulumi.ComponentResource):
             ),
             tags=tags,
             archive_root=archive_root,
-        )
-        self.log_group, self.role, self.role_policy, self.function = (
-            parts.log_group,
-            parts.role,
-            parts.role_policy,
-            parts.function,
         )
         # Lambda checks the role can receive from the queue when the mapping is created, hence
         # depends_on the policy. Concurrency: Gmail's per-user quota is 240 imports a minute

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pulumi
 import pulumi_aws as aws
@@ -60,8 +61,9 @@ class FunctionSpec:
     log_retention_days: int
 
 
-@dataclass(frozen=True)
-class PythonFunction:
+class PythonFunction(NamedTuple):
+    """The four resources of one function; a tuple, so a component unpacks it into attributes."""
+
     log_group: aws.cloudwatch.LogGroup
     role: aws.iam.Role
     role_policy: aws.iam.RolePolicy

@@ -52,7 +52,7 @@ class TokenMonitor(pulumi.ComponentResource):
             memory_mb=names.TOKEN_MONITOR_MEMORY_MB,
             log_retention_days=names.TOKEN_MONITOR_LOG_RETENTION_DAYS,
         )
-        parts = python_function(
+        self.log_group, self.role, self.role_policy, self.function = python_function(
             name,
             spec,
             parent=self,
@@ -64,12 +64,6 @@ class TokenMonitor(pulumi.ComponentResource):
             environment={names.ENV_VAR_ENV: env},
             tags=tags,
             archive_root=archive_root,
-        )
-        self.log_group, self.role, self.role_policy, self.function = (
-            parts.log_group,
-            parts.role,
-            parts.role_policy,
-            parts.function,
         )
         self.schedule = aws.cloudwatch.EventRule(
             f"{name}-schedule",
