@@ -19,6 +19,10 @@ from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder, ForwarderSettings
 from tests.fakes.google import FakeGoogle
 
+#: The retry processor's world (moto's Step Functions interpreter, in-process Lambda routing)
+#: lives in its own module; as a plugin its ``drain`` fixture serves every test module.
+pytest_plugins = ["tests.drain_world"]
+
 ENV = "test"
 REGION = "us-east-1"
 BUCKET = "ses-mail-test-inbound"

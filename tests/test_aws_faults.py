@@ -19,14 +19,11 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ResponseStreamingError
 
-import tests.test_retry_processor as _retry_processor_tests
 from sesmail import names
 from sesmail.errors import TransientError
 from sesmail.forwarder import Forwarder
 from tests.conftest import BUCKET, FakeContext, InboundQueue, World, inject_aws_fault, raw_message
-from tests.test_retry_processor import DrainWorld
-
-drain = _retry_processor_tests.drain
+from tests.drain_world import DrainWorld
 
 
 def _attrs(message: dict[str, Any]) -> dict[str, str]:

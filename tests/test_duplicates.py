@@ -42,15 +42,12 @@ from typing import Any
 
 import pytest
 
-import tests.test_retry_processor as _retry_processor_tests
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder
 from sesmail.http import Body, HttpClient, Response
 from tests.conftest import BUCKET, FakeContext, InboundQueue, World, inject_aws_fault, raw_message, sqs_record
-from tests.test_retry_processor import DrainWorld
-
-drain = _retry_processor_tests.drain
+from tests.drain_world import DrainWorld
 
 
 def _tag(world: World, message_id: str) -> str | None:

@@ -28,16 +28,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import tests.test_retry_processor as _retry_processor_tests
 from sesmail import names
 from sesmail.errors import MalformedEventError, PermanentError
 from sesmail.events import SqsRecord, notification_from_sqs_body, parse_notification
 from sesmail.retry_queue import MAX_REASON_CHARS
 from tests.conftest import BUCKET, World, raw_message, ses_notification, sns_envelope, sqs_record, strict_sqs
-from tests.test_retry_processor import DrainWorld
-
-# The retry processor's Step Functions world (moto's interpreter + the real definition).
-drain = _retry_processor_tests.drain
+from tests.drain_world import DrainWorld
 
 #: The world fixture is built once per test and shared by its examples on purpose: every
 #: example uses fresh message ids, drains the DLQ it asserts on, and counts imports as deltas,

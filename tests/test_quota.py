@@ -24,14 +24,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import tests.test_retry_processor as _retry_processor_tests
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder
 from tests.conftest import AdvancingSleep, FakeContext, InboundQueue, World, raw_message
-from tests.test_retry_processor import DrainWorld
-
-drain = _retry_processor_tests.drain
+from tests.drain_world import DrainWorld
 
 
 def _quota(imports_per_minute: int) -> int:

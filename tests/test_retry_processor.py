@@ -7,151 +7,16 @@ on 127.0.0.1, and the interpreter's retry sleeps are recorded instead of slept.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-import threading
-import time
-import uuid
-import zipfile
-from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.forwarder import Forwarder
 from sesmail.retry_processor import build_definition
-from tests.conftest import BUCKET, ENV, REGION, FakeContext, World, raw_message, ses_notification
-from tests.fakes.google import FakeGoogle
-
-
-class DrainWorld(World):
-    retry_dlq_url: str
-    state_machine_arn: str
-    function_arn: str
-    interpreter_sleeps: list[float]
-
-    def park(self, message_id: str, *, stored: bool = True, body: str | None = None) -> None:
-        """What the inbound path does when the token is dead: the notification in the retry queue."""
-        note = self.store_mail(message_id) if stored else ses_notification(message_id)
-        self.sqs.send_message(QueueUrl=self.retry_queue_url, MessageBody=body or json.dumps(note))
-
-    def run(self, timeout: float = 180.0) -> dict[str, Any]:
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        execution = sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=f"test-{uuid.uuid4().hex}", input="{}"
-        )["executionArn"]
-        return self.wait(execution, timeout)
-
-    def wait(self, execution_arn: str, timeout: float = 180.0) -> dict[str, Any]:
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
-            if described["status"] != "RUNNING":
-                return described
-            time.sleep(0.02)
-        raise AssertionError("execution did not finish")
-
-    def queue_depth(self, url: str) -> int:
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
-
-    def metric_sums(self) -> dict[str, float]:
-        cloudwatch = boto3.client("cloudwatch", region_name=REGION)
-        sums: dict[str, float] = {}
-        for metric in cloudwatch.list_metrics(Namespace=names.metric_namespace(ENV))["Metrics"]:
-            stats = cloudwatch.get_metric_statistics(
-                Namespace=names.metric_namespace(ENV),
-                MetricName=metric["MetricName"],
-                StartTime=time.time() - 600,
-                EndTime=time.time() + 600,
-                Period=60,
-                Statistics=["Sum"],
-            )["Datapoints"]
-            sums[metric["MetricName"]] = sum(p["Sum"] for p in stats)
-        return sums
-
-
-def _route_invocations_to_the_forwarder(world: DrainWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    containers = threading.local()
-
-    def invoke(
-        backend: LambdaSimpleBackend, name: str, qualifier: str | None, body: str, headers: Any, response_headers: Any
-    ) -> bytes:
-        forwarder = getattr(containers, "forwarder", None)
-        if forwarder is None:
-            forwarder = containers.forwarder = Forwarder(world.settings(), AwsClients(), sleep=world.sleeps.append)
-        try:
-            result = forwarder.handle(json.loads(body or "{}"), FakeContext())
-        except Exception as exc:  # what the Lambda runtime reports for an unhandled exception
-            response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
-        return json.dumps(result).encode()
-
-    # With use_docker off, moto's "simple" Lambda backend answers invokes: route them here.
-    monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
-
-
-def _fake_lambda_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("handlers/forwarder.py", "def handler(event, context):\n    return {}\n")
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[DrainWorld]:
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-
-    config: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-    with mock_aws(config=config):
-        s3, sqs, ssm = (boto3.client(s, region_name=REGION) for s in ("s3", "sqs", "ssm"))
-        s3.create_bucket(Bucket=BUCKET)
-        world = DrainWorld(
-            google,
-            s3,
-            sqs,
-            ssm,
-            retry_queue_url=sqs.create_queue(QueueName=names.retry_queue(ENV))["QueueUrl"],
-            inbound_dlq_url=sqs.create_queue(QueueName=names.inbound_dlq(ENV))["QueueUrl"],
-        )
-        world.retry_dlq_url = sqs.create_queue(QueueName=names.retry_dlq(ENV))["QueueUrl"]
-        world.interpreter_sleeps = []
-        # The interpreter logs every unmatched IsPresent probe at ERROR level: noise here.
-        monkeypatch.setattr(logging.getLogger("moto.stepfunctions.parser"), "level", logging.CRITICAL)
-        # Step Functions' Retry waits (30 s, 60 s, ...) are recorded, not slept.
-        monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=world.interpreter_sleeps.append))
-        role = boto3.client("iam", region_name=REGION).create_role(RoleName="forwarder", AssumeRolePolicyDocument="{}")[
-            "Role"
-        ]["Arn"]
-        function_arn = boto3.client("lambda", region_name=REGION).create_function(
-            FunctionName=names.forwarder_function(ENV),
-            Runtime="python3.12",
-            Role=role,
-            Handler="handlers.forwarder.handler",
-            Code={"ZipFile": _fake_lambda_zip()},
-        )["FunctionArn"]
-        world.function_arn = function_arn
-        definition = build_definition(
-            env=ENV,
-            retry_queue_url=world.retry_queue_url,
-            retry_dlq_url=world.retry_dlq_url,
-            forwarder_function=function_arn,
-        )
-        world.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
-            name=names.retry_state_machine(ENV), definition=json.dumps(definition), roleArn=role
-        )["stateMachineArn"]
-        _route_invocations_to_the_forwarder(world, monkeypatch)
-        yield world
+from tests.conftest import ENV, REGION, raw_message
+from tests.drain_world import DrainWorld
 
 
 def test_drains_more_than_three_batches_exactly_once(drain: DrainWorld) -> None:

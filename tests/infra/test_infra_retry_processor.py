@@ -8,7 +8,7 @@ from typing import Any
 from sesmail import names
 from sesmail.retry_processor import build_definition
 from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun
-from tests.infra.test_infra_security import allows, as_list, grants, queue_arn, statements
+from tests.infra.policy_doc import allows, as_list, grants, queue_arn, statements
 
 ENV = STACK
 MACHINE = "aws:sfn/stateMachine:StateMachine"
