@@ -37,35 +37,36 @@ class Tokens(pulumi.ComponentResource):
     ) -> None:
         super().__init__("sesmail:infra:Tokens", name, None, opts)
         keep_value = pulumi.ResourceOptions(parent=self, ignore_changes=["value"])
-        placeholder = names.placeholder_value(env)
-        self.client_credentials = aws.ssm.Parameter(
-            f"{name}-client-credentials",
-            name=names.client_credentials_parameter(env),
-            type="SecureString",
-            key_id=SSM_MANAGED_KEY,
-            value=placeholder,
+
+        def parameter(suffix: str, parameter_name: str, *, secret: bool, description: str) -> aws.ssm.Parameter:
+            return aws.ssm.Parameter(
+                f"{name}-{suffix}",
+                name=parameter_name,
+                type="SecureString" if secret else "String",
+                key_id=SSM_MANAGED_KEY if secret else None,
+                value=names.placeholder_value(env),
+                description=description,
+                tags=dict(tags),
+                opts=keep_value,
+            )
+
+        self.client_credentials = parameter(
+            "client-credentials",
+            names.client_credentials_parameter(env),
+            secret=True,
             description="OAuth client JSON from Google's console (set by the refresh CLI)",
-            tags=dict(tags),
-            opts=keep_value,
         )
-        self.refresh_token = aws.ssm.Parameter(
-            f"{name}-refresh-token",
-            name=names.refresh_token_parameter(env),
-            type="SecureString",
-            key_id=SSM_MANAGED_KEY,
-            value=placeholder,
+        self.refresh_token = parameter(
+            "refresh-token",
+            names.refresh_token_parameter(env),
+            secret=True,
             description="Gmail OAuth refresh token JSON (set by the refresh CLI)",
-            tags=dict(tags),
-            opts=keep_value,
         )
-        self.refresh_token_expiry = aws.ssm.Parameter(
-            f"{name}-refresh-token-expiry",
-            name=names.refresh_token_expiry_parameter(env),
-            type="String",
-            value=placeholder,
+        self.refresh_token_expiry = parameter(
+            "refresh-token-expiry",
+            names.refresh_token_expiry_parameter(env),
+            secret=False,
             description="Refresh token expiry metadata, no secret (read by the token monitor)",
-            tags=dict(tags),
-            opts=keep_value,
         )
         # Where the refresh CLI records each renewal (who, when, which version; never the token).
         self.audit_log = aws.cloudwatch.LogGroup(
