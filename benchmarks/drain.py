@@ -185,14 +185,17 @@ def measure(messages: int, *, smoke: bool) -> dict[str, Any]:
             Code={"ZipFile": _fake_lambda_zip()},
         )["FunctionArn"]
         limit: dict[str, int] = {}
-        if "batches_per_execution" in inspect.signature(build_definition).parameters:
+        parameters = inspect.signature(build_definition).parameters
+        if "batches_per_execution" in parameters:
             limit["batches_per_execution"] = batches_per_execution
+        extra: dict[str, str] = {"partition": "aws"} if "partition" in parameters else {}
         definition = build_definition(
             env=common.ENV,
             retry_queue_url=world.retry_queue_url,
             retry_dlq_url=retry_dlq_url,
             forwarder_function=function_arn,
             **limit,
+            **extra,
         )
         sfn = boto3.client("stepfunctions", region_name=common.REGION)
         machine = sfn.create_state_machine(

@@ -11,15 +11,23 @@ import re
 
 PROJECT = "ses-mail"
 
-_ENV_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+#: The longest environment (stack) name accepted. Every physical name below must fit its
+#: service's limit with it; the tightest are the mail bucket (S3: 63 characters, and it carries
+#: the 12-digit account and a region of up to 14 characters: 37 + env) and a mailbox's retry DLQ
+#: (SQS: 80; ``ses-mail-gmail-forwarder-retry-dlq-{mailbox of 20}-{env}``: 56 + env).
+#: ``tests/rules/test_name_limits.py`` renders the program with a name this long and checks them all.
+MAX_ENV_LENGTH = 24
+
+_ENV_RE = re.compile(rf"^[a-z0-9][a-z0-9-]{{0,{MAX_ENV_LENGTH - 1}}}$")
 
 
 def check_env(env: str) -> str:
     """Refuse environment names that would make invalid AWS names (queues, functions, paths)."""
     if not _ENV_RE.match(env):
         raise ValueError(
-            f"invalid environment name {env!r}: use 1-31 lowercase letters, digits or '-' "
-            "(it is the Pulumi stack name, e.g. 'test')"
+            f"invalid environment name {env!r}: use 1-{MAX_ENV_LENGTH} lowercase letters, digits or '-', "
+            "starting with a letter or digit (it is the Pulumi stack name, e.g. 'test'; every AWS name "
+            "the stack creates carries it and must fit AWS's length limits)"
         )
     return env
 
@@ -105,9 +113,12 @@ def audit_log_group(env: str) -> str:
     return f"/{PROJECT}/{check_env(env)}/audit"
 
 
-def state_machine_arn(env: str, region: str, account_id: str) -> str:
-    """ARN of the retry processor, derived rather than looked up (the refresh CLI uses it)."""
-    return f"arn:aws:states:{region}:{account_id}:stateMachine:{retry_state_machine(env)}"
+def state_machine_arn(env: str, region: str, account_id: str, partition: str) -> str:
+    """ARN of the retry processor, derived rather than looked up (the refresh CLI uses it).
+
+    ``partition`` is ``aws`` in the commercial regions; the CLI takes it from its caller identity.
+    """
+    return f"arn:{partition}:states:{region}:{account_id}:stateMachine:{retry_state_machine(env)}"
 
 
 # --- Mail storage ------------------------------------------------------------------------------
@@ -204,6 +215,9 @@ ATTR_ERROR = "error"
 
 #: The event field that marks a retry-processor invocation of the forwarder.
 RETRY_PROCESSOR_SOURCE = "retry-processor"
+#: The forwarder's answer to the retry processor for a queued notification that is not mail
+#: (SES's setup notification): delete it, count it neither delivered nor failed.
+RETRY_STATUS_IGNORED = "ignored"
 
 # --- Forwarder in-process retries (bounded by the invocation's remaining time) ------------------
 
@@ -243,6 +257,14 @@ SES_RECEIVING_REGIONS: tuple[str, ...] = (
     "ap-southeast-2",
     "ap-southeast-3",
 )
+
+#: Receiving regions that an account must opt in to. SES's "Deliver to S3 bucket" action cannot
+#: write to a bucket in an opt-in region (only through an IAM role of the action, which ses-mail
+#: does not use), so the program refuses them; SES itself still receives mail there.
+SES_OPT_IN_REGIONS: tuple[str, ...] = ("af-south-1", "ap-southeast-3", "eu-south-1", "il-central-1")
+
+#: Where ses-mail deploys: the receiving regions whose S3 action can write to a local bucket.
+SUPPORTED_REGIONS: tuple[str, ...] = tuple(r for r in SES_RECEIVING_REGIONS if r not in SES_OPT_IN_REGIONS)
 
 MX_PRIORITY = 10
 
@@ -367,7 +389,8 @@ RETRY_CONTINUED_FROM_KEY = "continuedFrom"
 
 
 def retry_processor_role(env: str) -> str:
-    return f"{PROJECT}-gmail-forwarder-retry-processor-role-{check_env(env)}"
+    """Short enough for IAM's 64 characters with the longest environment name."""
+    return f"{PROJECT}-retry-processor-role-{check_env(env)}"
 
 
 def state_machine_log_group(env: str) -> str:

@@ -93,6 +93,11 @@ class _Caller:
     arn: str
     region: str
 
+    @property
+    def partition(self) -> str:
+        """``aws``, ``aws-cn`` or ``aws-us-gov``: the second field of the caller's own ARN."""
+        return self.arn.split(":")[1]
+
 
 def _renew(args: argparse.Namespace, run: _Run) -> int:
     """The whole renewal; each step either succeeds or raises, and nothing is stored before the proof."""
@@ -249,7 +254,7 @@ def _audit(
 def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seconds: float) -> int:
     """Start the retry processor; with ``wait``, follow it and fail when it fails."""
     say = run.console.say
-    arn = names.state_machine_arn(run.env, caller.region, caller.account)
+    arn = names.state_machine_arn(run.env, caller.region, caller.account, caller.partition)
     sfn, sqs = aws.get("stepfunctions"), aws.sqs
     try:
         queue_url = retry_queue_url(sqs, run.env) if wait else None

@@ -5,6 +5,7 @@ It drains the whole retry queue, batch after batch, until a receive comes back e
     Receive (<= 10) -> Map (bounded concurrency) over the messages:
         invoke the forwarder {"source": "retry-processor", "notification": <body>}
           delivered / already-delivered       -> delete the message
+          ignored (not mail)                   -> delete it, counted in neither total
           TransientError (and Lambda hiccups)  -> retried: 30 s, x2, 3 attempts
           PermanentError, retries exhausted,
           or an answer without a status        -> copy to the retry DLQ with the reason, then delete
@@ -15,18 +16,30 @@ It drains the whole retry queue, batch after batch, until a receive comes back e
 A message is deleted only after it was delivered or is safely in the DLQ. Items are the SQS
 API's own shape (``MessageId``, ``ReceiptHandle``, ``Body``). Every path that counts is
 guarded so that a missing field can never turn into a ``States.Runtime`` failure.
+
+Counting needs no JSONPath filter: each item ends as ``{"delivered": 1}`` or ``{"failed": 1}``,
+and the tally takes ``States.ArrayLength($.batch[*].delivered)``. AWS allows only Reference
+Paths (no ``@ .. , : ? *``) in a Choice rule's ``Variable``, which is where the first version
+filtered, and ``CreateStateMachine`` refused it; a wildcard path inside ``Parameters`` is an
+ordinary Path, and with nothing to match it yields ``[]`` (Jayway's indefinite-path rule, which
+moto's interpreter follows too), so an all-failed or all-delivered batch needs no guard.
+JSONata (``$count(...)``) would read as well, but moto's interpreter evaluates JSONata only
+through a JVM bridge, which would leave every drain test without an interpreter.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from sesmail import names
 
-LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
-START_EXECUTION = "arn:aws:states:::states:startExecution"
-_SQS = "arn:aws:states:::aws-sdk:sqs"
-_CLOUDWATCH_PUT = "arn:aws:states:::aws-sdk:cloudwatch:putMetricData"
+#: Step Functions' service integrations (``Resource`` is ``arn:{partition}:states:::{integration}``).
+LAMBDA_INVOKE = "lambda:invoke"
+START_EXECUTION = "states:startExecution"
+_SQS = "aws-sdk:sqs"
+_CLOUDWATCH_PUT = "aws-sdk:cloudwatch:putMetricData"
 
 #: Errors worth retrying with the backoff constants: ours, and Lambda's own service hiccups.
 RETRIABLE_ERRORS = [
@@ -36,6 +49,8 @@ RETRIABLE_ERRORS = [
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 ]
+#: ``integration_arn`` with the deployment's partition bound.
+_Integrations = Callable[[str], str]
 TOKEN_DEAD_ERROR = "TokenExpiredError"
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -48,12 +63,17 @@ DELIVERED_STATUSES = ("delivered", "already-delivered")
 def build_definition(
     *,
     env: str,
+    partition: str,
     retry_queue_url: str,
     retry_dlq_url: str,
     forwarder_function: str,
     batches_per_execution: int = names.RETRY_BATCHES_PER_EXECUTION,
 ) -> dict[str, Any]:
-    """The Amazon States Language document (a dict; the infra component dumps it to JSON)."""
+    """The Amazon States Language document (a dict; the infra component dumps it to JSON).
+
+    ``partition`` (``aws``, ``aws-cn``, ``aws-us-gov``) goes into every service-integration ARN.
+    """
+    arn: _Integrations = functools.partial(integration_arn, partition)
     return {
         "Comment": f"Drains {names.retry_queue(env)} into Gmail after a token renewal (ses-mail)",
         "StartAt": "Init",
@@ -65,22 +85,19 @@ def build_definition(
                 "ResultPath": "$.totals",
                 "Next": "Receive",
             },
-            "Receive": _receive(retry_queue_url),
+            "Receive": _receive(arn, retry_queue_url),
             "AnyMessages": {
                 "Type": "Choice",
                 "Choices": [{"Variable": "$.receive.Messages[0]", "IsPresent": True, "Next": "DeliverBatch"}],
                 "Default": "PublishMetrics",
             },
-            "DeliverBatch": _deliver_batch(env, retry_queue_url, retry_dlq_url, forwarder_function),
-            **_tally(DELIVERED, next_state="HasFailed"),
-            **_tally(FAILED, next_state="NextBatch"),
-            "NextBatch": {
+            "DeliverBatch": _deliver_batch(arn, env, retry_queue_url, retry_dlq_url, forwarder_function),
+            "Tally": {
                 "Type": "Pass",
                 # Replaces the whole state: the batch and its message bodies are done with.
                 "Parameters": {
                     "totals": {
-                        f"{DELIVERED}.$": f"$.totals.{DELIVERED}",
-                        f"{FAILED}.$": f"$.totals.{FAILED}",
+                        **{f"{outcome}.$": _add_batch_count(outcome) for outcome in (DELIVERED, FAILED)},
                         "batches.$": "States.MathAdd($.totals.batches, 1)",
                     }
                 },
@@ -98,7 +115,7 @@ def build_definition(
                 ],
                 "Default": "PublishMetrics",
             },
-            "PublishMetrics": _publish_metrics(env, completed=True, next_state="HandOverIfCapped"),
+            "PublishMetrics": _publish_metrics(arn, env, completed=True, next_state="HandOverIfCapped"),
             "HandOverIfCapped": {
                 "Type": "Choice",
                 "Choices": [
@@ -112,7 +129,7 @@ def build_definition(
             },
             "ContinueInNewExecution": {
                 "Type": "Task",
-                "Resource": START_EXECUTION,
+                "Resource": arn(START_EXECUTION),
                 "Parameters": {
                     "StateMachineArn.$": "$$.StateMachine.Id",
                     "Input": {f"{names.RETRY_CONTINUED_FROM_KEY}.$": "$$.Execution.Id"},
@@ -122,7 +139,7 @@ def build_definition(
                 "Next": "Done",
             },
             "Done": {"Type": "Succeed", "OutputPath": "$.totals"},
-            "PublishMetricsTokenDead": _publish_metrics(env, completed=False, next_state="TokenDead"),
+            "PublishMetricsTokenDead": _publish_metrics(arn, env, completed=False, next_state="TokenDead"),
             "TokenDead": {
                 "Type": "Fail",
                 "Error": TOKEN_DEAD_ERROR,
@@ -131,7 +148,7 @@ def build_definition(
                     f"Renew it with: python -m sesmail.refresh --env {env}"
                 ),
             },
-            "PublishMetricsFailed": _publish_metrics(env, completed=False, next_state="ProcessingFailed"),
+            "PublishMetricsFailed": _publish_metrics(arn, env, completed=False, next_state="ProcessingFailed"),
             "ProcessingFailed": {
                 "Type": "Fail",
                 "Error": "RetryProcessingFailed",
@@ -141,10 +158,20 @@ def build_definition(
     }
 
 
-def _receive(queue_url: str) -> dict[str, Any]:
+def integration_arn(partition: str, integration: str) -> str:
+    """A Step Functions service integration's ``Resource``, e.g. ``arn:aws:states:::lambda:invoke``."""
+    return f"arn:{partition}:states:::{integration}"
+
+
+def _add_batch_count(outcome: str) -> str:
+    """``totals.<outcome>`` plus the batch items that ended with that outcome (``[]`` counts 0)."""
+    return f"States.MathAdd($.totals.{outcome}, States.ArrayLength($.batch[*].{outcome}))"
+
+
+def _receive(arn: _Integrations, queue_url: str) -> dict[str, Any]:
     return {
         "Type": "Task",
-        "Resource": f"{_SQS}:receiveMessage",
+        "Resource": arn(f"{_SQS}:receiveMessage"),
         "Parameters": {
             "QueueUrl": queue_url,
             "MaxNumberOfMessages": names.SQS_BATCH_SIZE,
@@ -157,7 +184,7 @@ def _receive(queue_url: str) -> dict[str, Any]:
     }
 
 
-def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dict[str, Any]:
+def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, function: str) -> dict[str, Any]:
     return {
         "Type": "Map",
         "ItemsPath": "$.receive.Messages",
@@ -168,7 +195,7 @@ def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dic
             "States": {
                 "Deliver": {
                     "Type": "Task",
-                    "Resource": LAMBDA_INVOKE,
+                    "Resource": arn(LAMBDA_INVOKE),
                     "Parameters": {
                         "FunctionName": function,
                         # The body stays a string: a body that is not JSON must reach the
@@ -198,11 +225,20 @@ def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dic
                                 },
                             ],
                             "Next": "DeleteDelivered",
-                        }
+                        },
+                        {
+                            "And": [
+                                {"Variable": "$.result.Payload.status", "IsPresent": True},
+                                {"Variable": "$.result.Payload.status", "StringEquals": names.RETRY_STATUS_IGNORED},
+                            ],
+                            "Next": "DeleteIgnored",
+                        },
                     ],
                     "Default": "UnexpectedAnswer",
                 },
-                "DeleteDelivered": _delete(queue_url, outcome=DELIVERED),
+                "DeleteDelivered": _delete(arn, queue_url, outcome=DELIVERED),
+                # Not mail (SES's setup notification): removed, counted in neither total.
+                "DeleteIgnored": _delete(arn, queue_url, outcome=names.RETRY_STATUS_IGNORED),
                 "UnexpectedAnswer": {
                     "Type": "Pass",
                     "Parameters": {
@@ -214,7 +250,7 @@ def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dic
                 },
                 "MoveToDlq": {
                     "Type": "Task",
-                    "Resource": f"{_SQS}:sendMessage",
+                    "Resource": arn(f"{_SQS}:sendMessage"),
                     "Parameters": {
                         "QueueUrl": dlq_url,
                         "MessageBody.$": "$.Body",
@@ -228,7 +264,7 @@ def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dic
                     "Retry": [_retry(["States.ALL"])],
                     "Next": "DeleteDeadLettered",
                 },
-                "DeleteDeadLettered": _delete(queue_url, outcome=FAILED),
+                "DeleteDeadLettered": _delete(arn, queue_url, outcome=FAILED),
                 "StopTokenDead": {
                     "Type": "Fail",
                     "Error": TOKEN_DEAD_ERROR,
@@ -241,48 +277,23 @@ def _deliver_batch(env: str, queue_url: str, dlq_url: str, function: str) -> dic
             {"ErrorEquals": [TOKEN_DEAD_ERROR], "ResultPath": "$.error", "Next": "PublishMetricsTokenDead"},
             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "PublishMetricsFailed"},
         ],
-        "Next": f"Has{DELIVERED.capitalize()}",
+        "Next": "Tally",
     }
 
 
-def _delete(queue_url: str, *, outcome: str) -> dict[str, Any]:
+def _delete(arn: _Integrations, queue_url: str, *, outcome: str) -> dict[str, Any]:
     return {
         "Type": "Task",
-        "Resource": f"{_SQS}:deleteMessage",
+        "Resource": arn(f"{_SQS}:deleteMessage"),
         "Parameters": {"QueueUrl": queue_url, "ReceiptHandle.$": "$.ReceiptHandle"},
-        "ResultSelector": {"outcome": outcome},
+        # The item's whole result: what the tally counts with ``$.batch[*].<outcome>``.
+        "ResultSelector": {outcome: 1},
         "Retry": [_retry(["States.ALL"])],
         "End": True,
     }
 
 
-def _tally(outcome: str, *, next_state: str) -> dict[str, Any]:
-    """Add the batch's items with this outcome to the totals.
-
-    A JSONPath filter that matches nothing is an error, not an empty list, so a Choice
-    checks for a match before the Pass counts them.
-    """
-    matching = f"$.batch[?(@.outcome == '{outcome}')]"
-    name = outcome.capitalize()
-    return {
-        f"Has{name}": {
-            "Type": "Choice",
-            "Choices": [{"Variable": matching, "IsPresent": True, "Next": f"Add{name}"}],
-            "Default": next_state,
-        },
-        f"Add{name}": {
-            "Type": "Pass",
-            "Parameters": {
-                **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches") if key != outcome},
-                f"{outcome}.$": f"States.MathAdd($.totals.{outcome}, States.ArrayLength({matching}))",
-            },
-            "ResultPath": "$.totals",
-            "Next": next_state,
-        },
-    }
-
-
-def _publish_metrics(env: str, *, completed: bool, next_state: str) -> dict[str, Any]:
+def _publish_metrics(arn: _Integrations, env: str, *, completed: bool, next_state: str) -> dict[str, Any]:
     metrics: list[dict[str, Any]] = [
         {"MetricName": names.METRIC_RETRY_DELIVERED, "Value.$": f"$.totals.{DELIVERED}", "Unit": "Count"},
         {"MetricName": names.METRIC_RETRY_FAILED, "Value.$": f"$.totals.{FAILED}", "Unit": "Count"},
@@ -291,7 +302,7 @@ def _publish_metrics(env: str, *, completed: bool, next_state: str) -> dict[str,
         metrics.append({"MetricName": names.METRIC_RETRY_COMPLETED, "Value": 1, "Unit": "Count"})
     return {
         "Type": "Task",
-        "Resource": _CLOUDWATCH_PUT,
+        "Resource": arn(_CLOUDWATCH_PUT),
         "Parameters": {"Namespace": names.metric_namespace(env), "MetricData": metrics},
         "ResultPath": None,
         "Retry": [_retry(["States.ALL"])],

@@ -144,6 +144,7 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
         world.function_arn = function_arn
         definition = build_definition(
             env=ENV,
+            partition="aws",
             retry_queue_url=world.retry_queue_url,
             retry_dlq_url=world.retry_dlq_url,
             forwarder_function=function_arn,

@@ -14,6 +14,7 @@ import boto3
 import pytest
 
 from sesmail import names
+from sesmail.events import SETUP_NOTIFICATION_ID
 from sesmail.retry_processor import build_definition
 from tests.conftest import ENV, REGION, raw_message
 from tests.drain_world import DrainWorld
@@ -153,6 +154,7 @@ def test_long_backlogs_hand_over_to_a_fresh_execution(drain: DrainWorld, monkeyp
     sfn = boto3.client("stepfunctions", region_name=REGION)
     capped = build_definition(
         env=ENV,
+        partition="aws",
         retry_queue_url=drain.retry_queue_url,
         retry_dlq_url=drain.retry_dlq_url,
         forwarder_function=drain.function_arn,
@@ -178,3 +180,30 @@ def test_long_backlogs_hand_over_to_a_fresh_execution(drain: DrainWorld, monkeyp
     assert json.loads(second["output"]) == {"delivered": 5, "failed": 0, "batches": 1}
     assert len(drain.google.messages) == 25
     assert drain.queue_depth(drain.retry_queue_url) == 0
+
+
+def test_a_batch_with_nothing_delivered_counts_zero_without_a_guard(drain: DrainWorld) -> None:
+    """The tally's ``$.batch[*].delivered`` matches nothing here: AWS and moto yield ``[]``, not an error."""
+    drain.install_token()
+    for i in range(3):
+        drain.park(f"gone{i}", stored=False)
+
+    result = drain.run()
+
+    assert result["status"] == "SUCCEEDED", result
+    assert json.loads(result["output"]) == {"delivered": 0, "failed": 3, "batches": 1}
+    assert len(drain.drain(drain.retry_dlq_url)) == 3
+
+
+def test_a_parked_ses_setup_notification_is_deleted_and_counted_nowhere(drain: DrainWorld) -> None:
+    """Parked by a release that took it for mail: removed, never imported, never dead-lettered."""
+    drain.install_token()
+    drain.park(SETUP_NOTIFICATION_ID)
+    drain.park("m1")
+
+    result = drain.run()
+
+    assert result["status"] == "SUCCEEDED", result
+    assert json.loads(result["output"]) == {"delivered": 1, "failed": 0, "batches": 1}
+    assert [m.raw for m in drain.google.messages] == [raw_message("m1")]
+    assert drain.queue_depth(drain.retry_queue_url) == drain.queue_depth(drain.retry_dlq_url) == 0

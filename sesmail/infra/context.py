@@ -20,11 +20,15 @@ def check_receiving_region(region: str) -> str:
     AWS would accept most of the graph and only fail at the receipt rule set (or, worse, SES
     sending works there and the mistake shows up as mail that never arrives).
     """
-    if region not in names.SES_RECEIVING_REGIONS:
+    choose = f"Choose one of: {', '.join(names.SUPPORTED_REGIONS)} (e.g. `pulumi config set aws:region us-east-1`)."
+    if region in names.SES_OPT_IN_REGIONS:
         raise UnsupportedRegionError(
-            f"AWS region {region!r} has no SES email receiving, so ses-mail cannot run there. "
-            f"Choose one of: {', '.join(names.SES_RECEIVING_REGIONS)} "
-            "(e.g. `pulumi config set aws:region us-east-1`)."
+            f"AWS region {region!r} is an opt-in region, and SES's S3 action cannot store mail in a bucket "
+            f"there, so ses-mail cannot run there. {choose}"
+        )
+    if region not in names.SUPPORTED_REGIONS:
+        raise UnsupportedRegionError(
+            f"AWS region {region!r} has no SES email receiving, so ses-mail cannot run there. {choose}"
         )
     return region
 

@@ -42,7 +42,7 @@ class RetryProcessor(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # Named, not taken from the resource: the role's policy must name the machine (it
         # starts a successor of itself) before the machine exists.
-        machine_arn = names.state_machine_arn(env, aws_context.region, aws_context.account_id)
+        machine_arn = names.state_machine_arn(env, aws_context.region, aws_context.account_id, aws_context.partition)
 
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -79,7 +79,11 @@ class RetryProcessor(pulumi.ComponentResource):
         definition = pulumi.Output.all(retry.queue.url, retry.dlq.url, forwarder.function.arn).apply(
             lambda values: json.dumps(
                 build_definition(
-                    env=env, retry_queue_url=values[0], retry_dlq_url=values[1], forwarder_function=values[2]
+                    env=env,
+                    partition=aws_context.partition,
+                    retry_queue_url=values[0],
+                    retry_dlq_url=values[1],
+                    forwarder_function=values[2],
                 )
             )
         )

@@ -19,8 +19,3 @@ def example_run() -> ProgramRun:
     """The example stack (Pulumi.test.yaml) run once per module: runs are read-only records."""
     return run_program()
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    # pulumi_aws warns about its own deprecated resource classes when its modules load; none
-    # of them is used here (aws.s3.Bucket, not BucketV2), so the warnings are only noise.
-    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_aws")

@@ -9,6 +9,7 @@ from sesmail.infra.config import StackConfig
 from tests.infra.harness import (
     ACCOUNT_ID,
     COMPONENT_TYPE_PREFIX,
+    PARTITION,
     REGION,
     STACK,
     ProgramRun,
@@ -92,7 +93,7 @@ def test_output_values(example_run: ProgramRun) -> None:
     assert out["inboundDlqUrl"] == queue_url(names.inbound_dlq(ENV))
     assert out["retryQueueUrl"] == queue_url(names.retry_queue(ENV))
     assert out["retryDlqUrl"] == queue_url(names.retry_dlq(ENV))
-    assert out["stateMachineArn"] == names.state_machine_arn(ENV, REGION, ACCOUNT_ID)
+    assert out["stateMachineArn"] == names.state_machine_arn(ENV, REGION, ACCOUNT_ID, PARTITION)
     assert out["alertsTopicArn"].endswith(":" + names.alerts_topic(ENV))
     assert out["forwarderFunctionName"] == names.forwarder_function(ENV)
     assert out["clientCredentialsParameter"] == names.client_credentials_parameter(ENV)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 import pytest
 
 from sesmail import names
@@ -15,8 +19,20 @@ def test_region_without_ses_receiving_fails_before_creating_anything() -> None:
         run_program(region="ap-east-1")
     message = str(failure.value)
     assert "'ap-east-1' has no SES email receiving" in message
-    for region in names.SES_RECEIVING_REGIONS:
+    for region in names.SUPPORTED_REGIONS:
         assert region in message
+
+
+@pytest.mark.parametrize("region", names.SES_OPT_IN_REGIONS)
+def test_opt_in_regions_are_refused_because_the_s3_action_cannot_write_there(region: str) -> None:
+    """SES receives mail there, but its S3 action cannot deliver to a bucket in an opt-in region."""
+    with pytest.raises(UnsupportedRegionError) as failure:
+        run_program(region=region)
+    message = str(failure.value)
+    assert f"{region!r} is an opt-in region" in message
+    assert "S3 action" in message
+    assert region not in message.partition("Choose one of:")[2]
+    assert "us-east-1" in message
 
 
 @pytest.mark.parametrize("region", ["eu-west-1", "ap-southeast-2"])
@@ -28,11 +44,51 @@ def test_other_receiving_regions_work(region: str) -> None:
 
 def test_receiving_regions_are_well_formed() -> None:
     assert len(set(names.SES_RECEIVING_REGIONS)) == len(names.SES_RECEIVING_REGIONS)
-    for region in names.SES_RECEIVING_REGIONS:
+    assert set(names.SES_OPT_IN_REGIONS) <= set(names.SES_RECEIVING_REGIONS)
+    for region in names.SUPPORTED_REGIONS:
         assert check_receiving_region(region) == region
-    for region in ("ap-east-1", "cn-north-1", "us-gov-west-1", ""):
+    for region in ("ap-east-1", "cn-north-1", "us-gov-west-1", "", *names.SES_OPT_IN_REGIONS):
         with pytest.raises(UnsupportedRegionError):
             check_receiving_region(region)
+
+
+def test_a_stack_name_longer_than_the_limit_is_refused_with_one_sentence() -> None:
+    longest = "family-mail-production-x"
+    assert len(longest) == names.MAX_ENV_LENGTH
+    run_program(stack=longest)  # accepted: tests/rules/test_name_limits.py checks what it creates
+    with pytest.raises(ConfigError) as failure:
+        run_program(stack=longest + "y")
+    message = str(failure.value)
+    assert f"1-{names.MAX_ENV_LENGTH} lowercase letters" in message
+    assert "\n" not in message
+
+
+def test_every_arn_takes_its_partition_from_the_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendered for GovCloud: no resource input may name the commercial partition.
+
+    SES has no email receiving in GovCloud (or China) today, so the region is let through here as
+    if AWS had added it: what is tested is that no ARN in the graph hard-codes ``aws``.
+    """
+    monkeypatch.setattr(names, "SUPPORTED_REGIONS", (*names.SUPPORTED_REGIONS, "us-gov-west-1"))
+    run = run_program(region="us-gov-west-1", partition="aws-us-gov")
+
+    everything = json.dumps([[r.inputs for r in run.custom_resources], run.outputs], default=str)
+    arns = set(re.findall(r"arn:[a-z-]*:", everything))
+    assert arns == {"arn:aws-us-gov:"}
+    machine = run.one("aws:sfn/stateMachine:StateMachine")
+    resources = {state["Resource"] for state in _task_states(machine.json_input("definition"))}
+    assert resources and all(r.startswith("arn:aws-us-gov:") for r in resources)
+
+
+def _task_states(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for state in definition["States"].values():
+        if state["Type"] == "Task":
+            found.append(state)
+        for nested in (state.get("ItemProcessor"), state.get("Iterator")):
+            if nested:
+                found.extend(_task_states(nested))
+    return found
 
 
 def test_missing_domains_fail_the_program_with_the_fix() -> None:

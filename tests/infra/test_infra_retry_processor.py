@@ -27,6 +27,7 @@ def test_deploys_exactly_the_definition_the_tests_execute(example_run: ProgramRu
     machine = example_run.one(MACHINE, name=names.retry_state_machine(ENV))
     expected = build_definition(
         env=ENV,
+        partition=PARTITION,
         retry_queue_url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{names.retry_queue(ENV)}",
         retry_dlq_url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{names.retry_dlq(ENV)}",
         forwarder_function=FORWARDER_ARN,

@@ -180,7 +180,7 @@ class Cloud:
         return "\n".join(e["message"] for e in events)
 
     def executions(self) -> list[dict[str, Any]]:
-        arn = names.state_machine_arn(ENV, REGION, ACCOUNT)
+        arn = names.state_machine_arn(ENV, REGION, ACCOUNT, "aws")
         return list(self.sfn.list_executions(stateMachineArn=arn)["executions"])
 
     def retry_queue_url(self) -> str:
@@ -244,7 +244,7 @@ def reporting_processor(delivered: int, failed: int) -> dict[str, Any]:
 def install_retry_processor(cloud: Cloud, definition: Mapping[str, Any]) -> str:
     """Create (or replace) the retry processor state machine under its real name."""
     sfn = cloud.sfn
-    arn = names.state_machine_arn(ENV, REGION, ACCOUNT)
+    arn = names.state_machine_arn(ENV, REGION, ACCOUNT, "aws")
     with contextlib.suppress(sfn.exceptions.StateMachineDoesNotExist):
         sfn.describe_state_machine(stateMachineArn=arn)
         sfn.delete_state_machine(stateMachineArn=arn)
