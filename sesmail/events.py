@@ -15,6 +15,9 @@ from sesmail.errors import MalformedEventError
 
 #: SES sends this once when a topic is attached; it carries no mail.
 SUBSCRIPTION_NOTICE = "AmazonSnsSubscriptionSucceeded"
+#: When a receipt rule with an S3 action is created, SES writes ``{prefix}AMAZON_SES_SETUP_NOTIFICATION``
+#: to test its access to the bucket, and announces it like mail under this message id.
+SETUP_NOTIFICATION_ID = "AMAZON_SES_SETUP_NOTIFICATION"
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,17 @@ def notification_from_ses_record(record: dict[str, Any], bucket: str | None) -> 
     return {"notificationType": "Received", "mail": ses["mail"], "receipt": receipt}
 
 
+def notification_document(value: Any) -> dict[str, Any]:
+    """A notification as the retry processor passes it: a JSON string (the queued body) or an object."""
+    if isinstance(value, str):
+        value = _json_object(value, "notification")
+    if not isinstance(value, dict):
+        raise MalformedEventError(f"notification is a {type(value).__name__}, not a JSON object")
+    return value
+
+
 def parse_notification(document: Any, *, expected_bucket: str | None = None) -> MailNotification:
-    if isinstance(document, str):
-        document = _json_object(document, "notification")
-    if not isinstance(document, dict):
-        raise MalformedEventError(f"notification is a {type(document).__name__}, not a JSON object")
+    document = notification_document(document)
     kind = document.get("notificationType")
     if kind != "Received":
         raise MalformedEventError(f"unsupported notificationType {_shown(kind)} (expected 'Received')")
@@ -129,8 +138,18 @@ def parse_notification(document: Any, *, expected_bucket: str | None = None) -> 
     )
 
 
-def is_subscription_notice(document: dict[str, Any]) -> bool:
-    return document.get("notificationType") == SUBSCRIPTION_NOTICE
+def not_mail(document: dict[str, Any]) -> str | None:
+    """Why an SES notification announces no mail (acknowledged and dropped), or None for mail."""
+    if document.get("notificationType") == SUBSCRIPTION_NOTICE:
+        return "SES topic subscription notice"
+    mail, receipt = document.get("mail"), document.get("receipt")
+    action = receipt.get("action") if isinstance(receipt, dict) else None
+    key = action.get("objectKey") if isinstance(action, dict) else None
+    if (isinstance(mail, dict) and mail.get("messageId") == SETUP_NOTIFICATION_ID) or (
+        isinstance(key, str) and key.rpartition("/")[2] == SETUP_NOTIFICATION_ID
+    ):
+        return "SES setup notification (SES tested its write access when the receipt rule was created)"
+    return None
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from sesmail.errors import (
 from sesmail.events import (
     MailNotification,
     SqsRecord,
-    is_subscription_notice,
+    not_mail,
+    notification_document,
     notification_from_ses_record,
     notification_from_sqs_body,
     parse_notification,
@@ -182,8 +183,7 @@ class Forwarder:
         with bound(sqsMessageId=record.message_id):
             try:
                 document = notification_from_sqs_body(record.body)
-                if is_subscription_notice(document):
-                    log.info("SES topic subscription notice; nothing to deliver", extra={"event": "delivery.ignored"})
+                if _ignored(document):
                     return True
                 note = parse_notification(document, expected_bucket=self.settings.email_bucket)
             except MalformedEventError as error:
@@ -197,7 +197,10 @@ class Forwarder:
         """No queue stands behind this path, so anything undelivered is parked or dead-lettered."""
         for record in records:
             try:
-                note = parse_notification(notification_from_ses_record(record, self.settings.email_bucket))
+                document = notification_from_ses_record(record, self.settings.email_bucket)
+                if _ignored(document):
+                    continue
+                note = parse_notification(document)
             except MalformedEventError as error:
                 if not self._dead_letter(json.dumps(record), error, invocation, {}):
                     raise error from None
@@ -295,7 +298,11 @@ class Forwarder:
 
     def _handle_retry(self, event: dict[str, Any], invocation: _Invocation) -> dict[str, Any]:
         try:
-            note = parse_notification(event.get("notification"), expected_bucket=self.settings.email_bucket)
+            document = notification_document(event.get("notification"))
+            if _ignored(document):
+                # Parked before this release knew it: the processor deletes it without counting it.
+                return {"status": names.RETRY_STATUS_IGNORED}
+            note = parse_notification(document, expected_bucket=self.settings.email_bucket)
         except MalformedEventError as error:
             raise self._retry_failure(error, invocation) from None
         with bound(messageId=note.message_id):
@@ -330,3 +337,11 @@ class Forwarder:
         request_id = str(getattr(context, "aws_request_id", "") or "local")
         deadline = self._clock() + seconds - names.INVOCATION_RESERVE_SECONDS
         return _Invocation(request_id, deadline, Counter())
+
+
+def _ignored(document: dict[str, Any]) -> bool:
+    """True for a notification that announces no mail: logged once at info, then dropped."""
+    reason = not_mail(document)
+    if reason is not None:
+        log.info(f"{reason}; not mail, nothing to deliver", extra={"event": "delivery.ignored", "reason": reason})
+    return reason is not None

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.errors import PermanentError, TokenExpiredError, TransientError
+from sesmail.events import SETUP_NOTIFICATION_ID
 from sesmail.forwarder import Forwarder
 from tests.conftest import BUCKET, FakeContext, World, raw_message, ses_notification, sns_envelope, sqs_record
 
@@ -44,9 +45,10 @@ def test_happy_path_imports_exact_bytes_with_labels_and_params(world: World) -> 
 
 def test_extra_labels_are_added(world: World) -> None:
     world.install_token()
-    world.cold_start(extra_labels=("Label_7", "Label_9"))
+    extra = (world.google.add_label("Receipts"), world.google.add_label("Family/School"))  # Gmail knows them
+    world.cold_start(extra_labels=extra)
     world.handle(world.sqs_event(world.store_mail("m1")))
-    assert world.google.messages[0].label_ids == ["INBOX", "UNREAD", "Label_7", "Label_9"]
+    assert world.google.messages[0].label_ids == ["INBOX", "UNREAD", *extra]
 
 
 @pytest.mark.parametrize(("spam", "virus"), [("FAIL", "PASS"), ("PASS", "FAIL")])
@@ -274,6 +276,37 @@ def test_subscription_notice_is_acknowledged_without_delivery(world: World) -> N
     body = json.dumps({"notificationType": "AmazonSnsSubscriptionSucceeded", "message": "ok"})
     assert world.handle({"Records": [sqs_record(body, "n")]}) == {"batchItemFailures": []}
     assert world.drain(world.inbound_dlq_url) == []
+
+
+def _setup_notification(world: World) -> dict[str, Any]:
+    """What SES writes and announces when the receipt rule with the S3 action is created."""
+    return world.store_mail(SETUP_NOTIFICATION_ID, raw=b"This is a test message from Amazon SES.\r\n")
+
+
+def test_ses_setup_notification_is_acknowledged_never_parked_imported_or_dead_lettered(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Created with the receipt rule, before any token exists: it must not fire the retry alarm."""
+    result = world.handle(world.sqs_event(_setup_notification(world)))  # no token installed yet
+
+    assert result == {"batchItemFailures": []}
+    assert world.drain(world.retry_queue_url) == []
+    assert world.drain(world.inbound_dlq_url) == []
+    assert world.google.import_requests == 0
+    ignored = [r for r in caplog.records if getattr(r, "event", None) == "delivery.ignored"]
+    assert [(r.levelname, r.reason) for r in ignored] == [  # type: ignore[attr-defined]
+        ("INFO", "SES setup notification (SES tested its write access when the receipt rule was created)")
+    ]
+
+
+def test_ses_setup_notification_from_the_lambda_action_or_the_retry_processor_is_dropped(world: World) -> None:
+    note = _setup_notification(world)
+    assert world.handle(_ses_event(note)) == {"disposition": "CONTINUE"}
+    # One parked by an earlier release: the processor is told to delete it, uncounted.
+    retry = {"source": names.RETRY_PROCESSOR_SOURCE, "notification": json.dumps(note)}
+    assert world.handle(retry) == {"status": names.RETRY_STATUS_IGNORED}
+    assert world.drain(world.retry_queue_url) == world.drain(world.inbound_dlq_url) == []
+    assert world.google.import_requests == 0
 
 
 def test_unknown_event_shape_raises_a_clear_error(world: World) -> None:
