@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.fakes.google import IMPORT_PATH, FakeGoogle
+from tests.fakes.google import IMPORT_PATH, MAX_MESSAGE_BYTES, SYSTEM_LABELS, FakeGoogle
 
 BOUNDARY = "b0und4ry-fake"
 QUERY = "uploadType=multipart&internalDateSource=dateHeader&neverMarkSpam=true"
@@ -82,15 +82,23 @@ def _access_token(fake: FakeGoogle, refresh_token: str | None = None) -> str:
     return str(payload["access_token"])
 
 
-def _multipart(raw: bytes, labels: list[str] | None = None, boundary: str = BOUNDARY) -> bytes:
-    metadata = json.dumps({"labelIds": labels if labels is not None else ["INBOX", "UNREAD"]}).encode()
-    return (
-        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode()
-        + metadata
-        + f"\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n".encode()
-        + raw
-        + f"\r\n--{boundary}--".encode()
+def _frame(metadata: object, boundary: str = BOUNDARY) -> tuple[bytes, bytes]:
+    """What goes before and after the raw message in a multipart/related import body."""
+    head = (
+        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json.dumps(metadata)}"
+        f"\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"
     )
+    return head.encode(), f"\r\n--{boundary}--".encode()
+
+
+def _multipart(
+    raw: bytes, labels: list[str] | None = None, boundary: str = BOUNDARY, *, metadata: object = None
+) -> bytes:
+    """An import body; ``metadata`` (any JSON value) replaces the usual ``{"labelIds": ...}``."""
+    if metadata is None:
+        metadata = {"labelIds": labels if labels is not None else ["INBOX", "UNREAD"]}
+    head, tail = _frame(metadata, boundary)
+    return head + raw + tail
 
 
 def _import(
@@ -108,7 +116,15 @@ def _import(
 
 
 def _error(body: bytes) -> dict[str, Any]:
-    error: dict[str, Any] = json.loads(body)["error"]
+    """The ``error`` object of a Gmail error response, after checking it has Google's envelope."""
+    payload = json.loads(body)
+    assert set(payload) == {"error"}
+    error: dict[str, Any] = payload["error"]
+    assert set(error) - {"details"} == {"code", "message", "errors", "status"}, error
+    assert isinstance(error["code"], int) and error["message"] and error["status"].isupper()
+    [item] = error["errors"]
+    assert set(item) <= {"message", "domain", "reason", "location", "locationType"}, item
+    assert item["message"] and item["reason"], item
     return error
 
 
@@ -188,7 +204,18 @@ def test_revoke_kills_the_refresh_token_and_its_access_tokens(google: FakeGoogle
     assert headers["WWW-Authenticate"] == 'Bearer realm="https://accounts.google.com/"'
     assert _error(body) == {
         "code": 401,
-        "message": "Request had invalid authentication credentials.",
+        "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+        "or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/"
+        "devconsole-project.",
+        "errors": [
+            {
+                "message": "Invalid Credentials",
+                "domain": "global",
+                "reason": "authError",
+                "location": "Authorization",
+                "locationType": "header",
+            }
+        ],
         "status": "UNAUTHENTICATED",
     }
     assert _import(conn, other_access_token, _multipart(b"Subject: x\r\n\r\nhi\r\n"))[0] == 200
@@ -215,7 +242,8 @@ def test_access_tokens_expire_after_their_lifetime_or_on_demand(google: FakeGoog
 def test_import_keeps_the_message_byte_exact(store_bodies: bool, chunked: bool) -> None:
     with FakeGoogle(store_bodies=store_bodies) as google:
         token = _access_token(google)
-        body = _multipart(TRICKY_RAW, ["INBOX", "UNREAD", "Label_7"])
+        label = google.add_label("Receipts")
+        body = _multipart(TRICKY_RAW, ["INBOX", "UNREAD", label])
         sent: bytes | Iterable[bytes] = body
         if chunked:  # odd 7-byte chunks split every CRLF and delimiter somewhere
             sent = iter([body[i : i + 7] for i in range(0, len(body), 7)])
@@ -230,12 +258,12 @@ def test_import_keeps_the_message_byte_exact(store_bodies: bool, chunked: bool) 
         assert conn.sock is socket_after_first  # keep-alive: one connection for both
         payload = json.loads(first[2])
         message = google.messages[0]
-        assert payload == {"id": message.id, "threadId": message.thread_id, "labelIds": ["INBOX", "UNREAD", "Label_7"]}
+        assert payload == {"id": message.id, "threadId": message.thread_id, "labelIds": ["INBOX", "UNREAD", label]}
         assert len(message.id) == 16 and int(message.id, 16) >= 0
         assert message.raw == (TRICKY_RAW if store_bodies else None)
         assert message.size == len(TRICKY_RAW)
         assert message.sha256 == hashlib.sha256(TRICKY_RAW).hexdigest()
-        assert message.label_ids == ["INBOX", "UNREAD", "Label_7"]
+        assert message.label_ids == ["INBOX", "UNREAD", label]
         assert message.params == {
             "uploadType": "multipart",
             "internalDateSource": "dateHeader",
@@ -288,14 +316,328 @@ def test_malformed_import_is_invalid_argument(
     assert google.import_requests == 1
 
 
-def test_message_over_50_mib_is_413() -> None:
+# --- at least as strict as Gmail (DESIGN.md "Proven against the real rules") ----------------
+# Each test below sends a request today's Gmail refuses (or, for the "accepted" ones, a request it
+# takes) and pins the answer, source and shape included; tests/fakes/google.py cites the sources.
+
+
+def _refused(google: FakeGoogle, body: bytes, query: str = QUERY, content_type: str | None = None) -> dict[str, Any]:
+    """Import once with a fresh token; the error object of the 400 that must come back."""
+    kwargs = {"content_type": content_type} if content_type else {}
+    status, _, response = _import(_connection(google), _access_token(google), body, query=query, **kwargs)
+    assert status == 400, response
+    assert google.messages == []
+    return _error(response)
+
+
+def _parse_failure(message: str, field: str) -> dict[str, Any]:
+    """Google's answer to a request its front end cannot bind: reason "invalid", no domain."""
+    return {
+        "code": 400,
+        "message": message,
+        "errors": [{"message": message, "reason": "invalid"}],
+        "status": "INVALID_ARGUMENT",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": field, "description": message}],
+            }
+        ],
+    }
+
+
+def test_a_user_label_exists_only_once_created(google: FakeGoogle) -> None:
+    token, conn = _access_token(google), _connection(google)
+
+    status, _, body = _import(conn, token, _multipart(_RAW, ["INBOX", "Label_1"]))
+
+    assert status == 400
+    assert _error(body) == {
+        "code": 400,
+        "message": "Invalid label: Label_1",
+        "errors": [{"message": "Invalid label: Label_1", "domain": "global", "reason": "invalidArgument"}],
+        "status": "INVALID_ARGUMENT",
+    }
+    assert (google.add_label("Receipts"), google.add_label("Family/School")) == ("Label_1", "Label_2")
+    assert _import(conn, token, _multipart(_RAW, ["INBOX", "Label_1", "Label_2"]))[0] == 200
+    assert [m.label_ids for m in google.messages] == [["INBOX", "Label_1", "Label_2"]]
+    assert google.labels[-2:] == [
+        {"id": "Label_1", "name": "Receipts", "type": "user"},
+        {"id": "Label_2", "name": "Family/School", "type": "user"},
+    ]
+    assert {label["id"] for label in google.labels if label["type"] == "system"} == SYSTEM_LABELS
+    with pytest.raises(ValueError, match="exists"):
+        google.add_label("receipts")  # Gmail's label names are unique regardless of case
+
+
+def test_every_system_label_is_accepted(google: FakeGoogle) -> None:
+    labels = sorted(SYSTEM_LABELS)
+
+    status, _, body = _import(_connection(google), _access_token(google), _multipart(_RAW, labels))
+
+    assert status == 200, body
+    assert google.messages[0].label_ids == labels
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        pytest.param("Label_2", id="user-label-never-created"),
+        pytest.param("Receipts", id="a-label-name-is-not-an-id"),
+        pytest.param("CATEGORY_BOGUS", id="no-such-category"),
+        pytest.param("CHAT", id="chat-cannot-be-imported"),
+        pytest.param("inbox", id="ids-are-case-sensitive"),
+    ],
+)
+def test_a_label_the_mailbox_lacks_is_an_invalid_label(google: FakeGoogle, label: str) -> None:
+    google.add_label("Receipts")  # Label_1
+
+    error = _refused(google, _multipart(_RAW, ["INBOX", "Label_1", label]))
+
+    assert (error["message"], error["errors"][0]["reason"]) == (f"Invalid label: {label}", "invalidArgument")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message", "field"),
+    [
+        pytest.param(
+            "x=1",
+            'Invalid JSON payload received. Unknown name "x": Cannot bind query parameter. '
+            "Field 'x' could not be found in request message.",
+            "x",
+            id="unknown-name",
+        ),
+        pytest.param(
+            "labelIds=INBOX",
+            'Invalid JSON payload received. Unknown name "labelIds": Cannot bind query parameter. '
+            "Field 'labelIds' could not be found in request message.",
+            "labelIds",
+            id="labels-belong-in-the-metadata",
+        ),
+        pytest.param(
+            "neverMarkSpam=yes", "Invalid value at 'never_mark_spam' (TYPE_BOOL), \"yes\"", "never_mark_spam", id="bool"
+        ),
+        pytest.param(
+            "processForCalendar=True",
+            "Invalid value at 'process_for_calendar' (TYPE_BOOL), \"True\"",
+            "process_for_calendar",
+            id="bool-is-lower-case",
+        ),
+        pytest.param("deleted=1", "Invalid value at 'deleted' (TYPE_BOOL), \"1\"", "deleted", id="bool-is-a-word"),
+        pytest.param(
+            "prettyPrint=no", "Invalid value at 'pretty_print' (TYPE_BOOL), \"no\"", "pretty_print", id="system-bool"
+        ),
+        pytest.param(
+            "internalDateSource=DATE_HEADER",
+            "Invalid value at 'internal_date_source' (TYPE_ENUM), \"DATE_HEADER\"",
+            "internal_date_source",
+            id="enum",
+        ),
+        pytest.param("alt=xml", "Invalid value at 'alt' (TYPE_ENUM), \"xml\"", "alt", id="system-enum"),
+    ],
+)
+def test_unknown_query_parameters_and_bad_values_are_refused(
+    google: FakeGoogle, extra: str, message: str, field: str
+) -> None:
+    error = _refused(google, _GOOD, query=f"{QUERY}&{extra}")
+
+    assert error == _parse_failure(message, field)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("internalDateSource=dateHeader", id="missing"),
+        pytest.param("uploadType=bogus", id="unknown"),
+        pytest.param("uploadType=Multipart", id="case-sensitive"),
+    ],
+)
+def test_an_upload_needs_a_known_upload_type(google: FakeGoogle, query: str) -> None:
+    error = _refused(google, _GOOD, query=query)
+
+    message = "Upload requests must include an uploadType URL parameter and a URL path beginning with /upload/"
+    assert error["errors"] == [{"message": message, "domain": "global", "reason": "wrongUrlForUpload"}]
+
+
+def test_every_documented_query_parameter_is_accepted(google: FakeGoogle) -> None:
+    params = {
+        "uploadType": "multipart",
+        "internalDateSource": "receivedTime",
+        "neverMarkSpam": "false",
+        "processForCalendar": "false",
+        "deleted": "false",
+        "$.xgafv": "2",
+        "alt": "json",
+        "fields": "id,threadId",
+        "prettyPrint": "false",
+        "quotaUser": "forwarder",
+        "upload_protocol": "multipart",
+    }
+
+    status, _, body = _import(_connection(google), _access_token(google), _GOOD, query=urlencode(params))
+
+    assert status == 200, body
+    assert google.messages[0].params == params
+
+
+def test_media_upload_imports_the_bare_message_without_labels(google: FakeGoogle) -> None:
+    token, conn = _access_token(google), _connection(google)
+
+    ok = _import(conn, token, TRICKY_RAW, query="uploadType=media", content_type="message/rfc822")
+    refused = _import(conn, token, TRICKY_RAW, query="uploadType=media", content_type="text/plain")
+
+    assert ok[0] == 200, ok[2]
+    [message] = google.messages
+    assert (message.raw, message.label_ids) == (TRICKY_RAW, [])
+    assert refused[0] == 400
+    assert _error(refused[2])["message"] == "Media type 'text/plain' is not supported. Valid media types: [message/*]"
+
+
+def test_a_resumable_upload_is_a_visible_gap_of_the_fake(google: FakeGoogle) -> None:
+    status, _, body = _import(_connection(google), _access_token(google), _GOOD, query="uploadType=resumable")
+
+    assert status == 501
+    assert _error(body)["errors"][0]["reason"] == "notImplemented"
+    assert google.internal_errors == [
+        "not implemented by the fake: uploadType=resumable (the forwarder sends multipart)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        pytest.param({"labelIds": ["INBOX"], "labels": ["INBOX"]}, "labels", id="unknown-field"),
+        pytest.param({"LabelIds": ["INBOX"]}, "LabelIds", id="names-are-case-sensitive"),
+        pytest.param({"labelIds": ["INBOX"], "neverMarkSpam": True}, "neverMarkSpam", id="a-query-parameter"),
+    ],
+)
+def test_unknown_metadata_fields_are_refused(google: FakeGoogle, metadata: object, message: str) -> None:
+    error = _refused(google, _multipart(_RAW, metadata=metadata))
+
+    text = f"Invalid JSON payload received. Unknown name \"{message}\" at 'message': Cannot find field."
+    assert error == _parse_failure(text, "message")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field", "message"),
+    [
+        pytest.param({"labelIds": "INBOX"}, "message.label_ids", '(TYPE_STRING), "INBOX"', id="labels-not-a-list"),
+        pytest.param({"labelIds": ["INBOX", 7]}, "message.label_ids[1]", "(TYPE_STRING), 7", id="label-not-a-string"),
+        pytest.param({"labelIds": [None]}, "message.label_ids[0]", "(TYPE_STRING), null", id="null-label"),
+        pytest.param({"threadId": 17}, "message.thread_id", "(TYPE_STRING), 17", id="thread-id"),
+        pytest.param({"internalDate": "soon"}, "message.internal_date", '(TYPE_INT64), "soon"', id="internal-date"),
+        pytest.param({"historyId": -1}, "message.history_id", "(TYPE_UINT64), -1", id="history-id"),
+        pytest.param({"sizeEstimate": 2**31}, "message.size_estimate", "(TYPE_INT32), 2147483648", id="size"),
+        pytest.param({"sizeEstimate": True}, "message.size_estimate", "(TYPE_INT32), true", id="bool-is-no-int"),
+        pytest.param({"raw": "not base64!"}, "message.raw", '(TYPE_BYTES), "not base64!"', id="raw"),
+        pytest.param({"payload": "text"}, "message.payload", '(TYPE_MESSAGE), "text"', id="payload"),
+        pytest.param(
+            {"classificationLabelValues": {}},
+            "message.classification_label_values",
+            "(TYPE_MESSAGE), {}",
+            id="classification-labels",
+        ),
+    ],
+)
+def test_metadata_of_the_wrong_type_is_refused(google: FakeGoogle, metadata: object, field: str, message: str) -> None:
+    error = _refused(google, _multipart(_RAW, metadata=metadata))
+
+    assert error == _parse_failure(f"Invalid value at '{field}' {message}", field)
+
+
+def test_metadata_that_is_no_message_is_refused(google: FakeGoogle) -> None:
+    error = _refused(google, _multipart(_RAW, metadata=["INBOX"]))
+
+    assert error == _parse_failure("Invalid JSON payload received. Root element must be a message.", "message")
+
+
+def test_every_message_field_is_accepted_by_json_or_proto_name(google: FakeGoogle) -> None:
+    metadata = {
+        "label_ids": ["INBOX", "UNREAD"],  # proto3 JSON parsers take the proto name too
+        "id": None,  # null is the field's default
+        "threadId": "18c0ffee00000000",
+        "snippet": "hi",
+        "historyId": "12345",
+        "internalDate": 1700000000000,
+        "payload": {"mimeType": "text/plain"},
+        "sizeEstimate": 42,
+        "raw": None,
+        "classificationLabelValues": [],
+    }
+
+    status, _, body = _import(_connection(google), _access_token(google), _multipart(_RAW, metadata=metadata))
+
+    assert status == 200, body
+    assert google.messages[0].label_ids == ["INBOX", "UNREAD"]
+
+
+def _streamed_upload(message_size: int) -> Iterator[bytes]:
+    """A chunked import body with a message of exactly ``message_size`` bytes, never all in memory."""
+    head, tail = _frame({"labelIds": ["INBOX"]})
+    yield head + b"Subject: big\r\n\r\n"
+    remaining, chunk = message_size - len(b"Subject: big\r\n\r\n"), b"x" * (1024 * 1024)
+    while remaining > 0:
+        yield chunk[: min(len(chunk), remaining)]
+        remaining -= len(chunk)
+    yield tail
+
+
+def test_the_message_size_limit_is_the_discovery_documents_max_size() -> None:
+    assert MAX_MESSAGE_BYTES == 52_428_800  # gmail.v1.json: users.messages.import mediaUpload.maxSize
     with FakeGoogle(store_bodies=False) as google:
-        raw = b"Subject: big\r\n\r\n" + b"x" * (50 * 1024 * 1024)
+        token, conn = _access_token(google), _connection(google, timeout=60)
 
-        status, _, body = _import(_connection(google, timeout=60), _access_token(google), _multipart(raw))
+        at_limit = _import(conn, token, _streamed_upload(MAX_MESSAGE_BYTES))
+        over = _import(conn, token, _streamed_upload(MAX_MESSAGE_BYTES + 1))
 
-        assert status == 413, body
-        assert google.messages == []
+        assert at_limit[0] == 200, at_limit[2]
+        assert [m.size for m in google.messages] == [MAX_MESSAGE_BYTES]
+        assert over[0] == 413
+        message = "Request payload size exceeds the limit: 52428800 bytes."
+        assert _error(over[2]) == {
+            "code": 413,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "uploadTooLarge"}],
+            "status": "INVALID_ARGUMENT",
+        }
+
+
+@pytest.mark.parametrize(
+    ("status", "domain", "reason"),
+    [
+        (400, "global", "badRequest"),
+        (403, "global", "forbidden"),
+        (404, "global", "notFound"),
+        (413, "global", "uploadTooLarge"),
+        (429, "usageLimits", "rateLimitExceeded"),
+        (500, "global", "backendError"),
+        (503, "global", "backendError"),
+    ],
+)
+def test_injected_failures_have_googles_shape_and_reasons(
+    google: FakeGoogle, status: int, domain: str, reason: str
+) -> None:
+    google.fail_gmail(status)
+
+    answer = _import(_connection(google), _access_token(google), _GOOD)
+
+    assert answer[0] == status
+    [item] = _error(answer[2])["errors"]
+    assert (item["domain"], item["reason"]) == (domain, reason)
+
+
+def test_a_token_without_an_import_scope_is_403_insufficient_permissions(google: FakeGoogle) -> None:
+    readonly = google.issue_refresh_token("https://www.googleapis.com/auth/gmail.readonly")
+
+    status, _, body = _import(_connection(google), _access_token(google, readonly), _GOOD)
+
+    assert status == 403
+    assert _error(body) == {
+        "code": 403,
+        "message": "Request had insufficient authentication scopes.",
+        "errors": [{"message": "Insufficient Permission", "domain": "global", "reason": "insufficientPermissions"}],
+        "status": "PERMISSION_DENIED",
+    }
 
 
 # --- failure injection and quota -------------------------------------------------------------
@@ -312,7 +654,12 @@ def test_injected_gmail_failures_come_first_and_count_as_requests(google: FakeGo
 
     assert (first[0], second[0], third[0]) == (503, 503, 200)
     assert first[1]["Retry-After"] == "7"
-    assert _error(first[2]) == {"code": 503, "message": "Service Unavailable", "status": "UNAVAILABLE"}
+    assert _error(first[2]) == {
+        "code": 503,
+        "message": "Service Unavailable",
+        "errors": [{"message": "Service Unavailable", "domain": "global", "reason": "backendError"}],
+        "status": "UNAVAILABLE",
+    }
     assert google.import_requests == 3
     assert len(google.messages) == 1
 
