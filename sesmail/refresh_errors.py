@@ -163,7 +163,9 @@ def _oauth(exc: BaseException, ctx: ErrorContext) -> str | None:
             "tab), so it was refused; close other consent tabs and rerun"
         )
     if isinstance(exc, oe.InsecureTransportError):
-        return f"the client JSON's token_uri is not https; {fix_client}"
+        # oauth_flow names the fields at fault (oauthlib's own error does not say which URL it refused).
+        fields = tuple(getattr(exc, "fields", ())) or ("auth_uri or token_uri",)
+        return f"the client JSON's {' and '.join(fields)} {'are' if len(fields) > 1 else 'is'} not https; {fix_client}"
     if isinstance(exc, (oe.InvalidClientError, oe.UnauthorizedClientError)):
         return (
             f"Google rejected the OAuth client ({exc.error}): its ID or secret is wrong or it was deleted; {fix_client}"

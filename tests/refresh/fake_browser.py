@@ -3,8 +3,8 @@
 Python's :mod:`webbrowser` runs this with the consent URL, as it would run Firefox. It does what
 a person's browser does when they click "Allow" on Google's consent page: GET the authorization
 URL (the fake Google answers with the 302 the click would cause), then follow the redirect to the
-CLI's loopback server. Redirects are followed by hand, one hop at a time, so a wrong redirect
-target fails loudly instead of being chased.
+CLI's loopback server, and its 303 to the code-free outcome page. Redirects are followed by hand,
+one hop at a time, so a wrong redirect target fails loudly instead of being chased.
 
 Environment: ``FAKE_BROWSER_LOG`` (file to append each URL to), ``FAKE_BROWSER_MODE``:
 ``follow`` (the default), ``ignore`` (open nothing, like an operator who walked away), or
@@ -18,7 +18,7 @@ from __future__ import annotations
 import http.client
 import os
 import sys
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 
 def fetch(url: str) -> tuple[int, str | None, bytes]:
@@ -36,13 +36,20 @@ def fetch(url: str) -> tuple[int, str | None, bytes]:
 
 
 def consent(url: str) -> str | None:
-    """Click "Allow": the consent redirect, then the loopback callback. Returns a problem or None."""
+    """Click "Allow": the consent redirect, the loopback callback, its outcome page. Returns a problem or None."""
     status, location, body = fetch(url)
     if status != 302 or not location:
         return f"consent page answered {status} without a redirect: {body[:300]!r}"
-    status, _, body = fetch(location)
+    callback = location
+    status, location, body = fetch(callback)
+    if status != 303 or not location:
+        return f"loopback callback answered {status} instead of redirecting to its outcome page: {body[:300]!r}"
+    outcome_page = urljoin(callback, location)
+    if urlsplit(outcome_page).netloc != urlsplit(callback).netloc or "code=" in outcome_page:
+        return f"the callback redirected to {outcome_page!r}, not to a code-free page of the loopback server"
+    status, _, body = fetch(outcome_page)
     if status != 200:
-        return f"loopback callback {location} answered {status}: {body[:300]!r}"
+        return f"the outcome page {outcome_page} answered {status}: {body[:300]!r}"
     return None
 
 

@@ -77,6 +77,19 @@ def _token_endpoint_unreachable(cloud: Cloud, google: RefreshFakeGoogle, tmp_pat
     return []
 
 
+def _client_uris(**uris: str) -> Callable[[Cloud, RefreshFakeGoogle, Path], list[str]]:
+    """The fake's client JSON with some URIs replaced (``https`` ones point at a closed port: never reached)."""
+
+    def arrange(cloud: Cloud, google: RefreshFakeGoogle, tmp_path: Path) -> list[str]:
+        client = google.client_json()
+        for key, uri in uris.items():
+            client["installed"][key] = uri.format(port=_closed_port())
+        cloud.put_parameter(CLIENT, json.dumps(client))
+        return []
+
+    return arrange
+
+
 def _operator_without_ssm(cloud: Cloud, google: RefreshFakeGoogle, tmp_path: Path) -> list[str]:
     keys = cloud.operator_credentials(["sts:GetCallerIdentity"])
     CASES["access-denied"].env = keys
@@ -139,7 +152,21 @@ CASES: dict[str, Case] = {
         _client_rejected, ("Google rejected the OAuth client (invalid_client)", "--client-secret FILE")
     ),
     "token-endpoint-unreachable": Case(_token_endpoint_unreachable, ("could not reach http://127.0.0.1:", "network")),
-    "token-uri-not-https": Case(_nothing, ("token_uri is not https",), env={"OAUTHLIB_INSECURE_TRANSPORT": None}),
+    "client-uris-not-https": Case(
+        _nothing,
+        ("the client JSON's auth_uri and token_uri are not https", "--client-secret FILE"),
+        env={"OAUTHLIB_INSECURE_TRANSPORT": None},
+    ),
+    "auth-uri-not-https": Case(
+        _client_uris(token_uri="https://127.0.0.1:{port}/token"),
+        ("the client JSON's auth_uri is not https",),
+        env={"OAUTHLIB_INSECURE_TRANSPORT": None},
+    ),
+    "token-uri-not-https": Case(
+        _client_uris(auth_uri="https://127.0.0.1:{port}/o/oauth2/auth"),
+        ("the client JSON's token_uri is not https",),
+        env={"OAUTHLIB_INSECURE_TRANSPORT": None},
+    ),
     "new-token-does-not-work": Case(
         _google(issue_dead_tokens=True), ("would not mint an access token", "nothing was stored")
     ),

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, NoRegionError, ProfileNotFound
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 
 from sesmail import names
 from sesmail.http import HttpClient
+from sesmail.oauth_flow import InsecureClientUri
 from sesmail.refresh_errors import ErrorContext, explain
 from sesmail.token_metrics import hours_left
 from sesmail.token_store import ProvenToken, StoreFailed, prove_token, store_token
@@ -132,6 +134,9 @@ def _client_error(code: str, message: str = "", status: int = 400, operation: st
         (lambda: _client_error("ExpiredToken", status=403), "AWS rejected your credentials (ExpiredToken)"),
         (lambda: _client_error("ThrottlingException", "Rate exceeded"), "AWS PutParameter failed (ThrottlingException"),
         (lambda: OSError(errno.EACCES, "Permission denied"), "not allowed to listen on port 8080"),
+        (lambda: InsecureClientUri(("token_uri",)), "the client JSON's token_uri is not https; download"),
+        (lambda: InsecureClientUri(("auth_uri",)), "the client JSON's auth_uri is not https; download"),
+        (lambda: InsecureTransportError(), "the client JSON's auth_uri or token_uri is not https; download"),
         (
             lambda: RuntimeError("surprise"),
             f"unexpected error: RuntimeError: surprise; rerun with {names.ENV_VAR_DEBUG}=1",
@@ -140,50 +145,6 @@ def _client_error(code: str, message: str = "", status: int = 400, operation: st
 )
 def test_explain(make: Callable[[], BaseException], expected: str) -> None:
     assert expected in explain(make(), CTX)
-
-
-def test_the_loopback_server_waits_past_stray_requests_and_gives_up_at_the_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import threading
-    import urllib.error
-    import urllib.request
-    import wsgiref.simple_server
-
-    from sesmail import oauth_flow
-    from sesmail.refresh_errors import RefreshFailed
-
-    callback = oauth_flow._Callback()
-    server = wsgiref.simple_server.make_server(
-        names.OAUTH_LOOPBACK_HOST,
-        0,
-        callback,
-        server_class=oauth_flow._LoopbackServer,
-        handler_class=oauth_flow._SilentHandler,
-    )
-    base = f"http://{names.OAUTH_LOOPBACK_HOST}:{server.server_port}/"
-    statuses: list[int] = []
-
-    def browse() -> None:
-        for url in (base + "favicon.ico", base + "?state=s&code=4/abc"):
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    statuses.append(response.status)
-            except urllib.error.HTTPError as error:
-                statuses.append(error.code)
-
-    browser = threading.Thread(target=browse)
-    browser.start()
-    try:
-        assert oauth_flow._wait_for_answer(server, callback) == base + "?state=s&code=4/abc"
-        browser.join(timeout=5)
-        assert statuses == [404, 200]
-
-        monkeypatch.setattr(names, "OAUTH_CONSENT_TIMEOUT_SECONDS", 0.2)
-        with pytest.raises(RefreshFailed, match="did not redirect back to this computer"):
-            oauth_flow._wait_for_answer(server, oauth_flow._Callback())
-    finally:
-        server.server_close()
 
 
 def test_lifetime_default_comes_from_the_stack_file(tmp_path: Path) -> None:
