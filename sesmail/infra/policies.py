@@ -53,6 +53,16 @@ def object_arn(bucket_arn: str, prefix: str) -> str:
     return f"{bucket_arn}/{prefix}*"
 
 
+def log_streams_arn(log_group_arn: str) -> str:
+    """Every log stream of a log group: what ``logs:CreateLogStream`` and ``logs:PutLogEvents`` act on.
+
+    Both actions have the *log-stream* resource type only (AWS's Service Authorization Reference),
+    so the bare log-group ARN granted them nothing; ``tests/rules`` checks that against the
+    reference. ``{group}:*`` is the form the Lambda console writes into its own logging policies.
+    """
+    return f"{log_group_arn}:*"
+
+
 def topic_key_policy(partition: str, account_id: str) -> PolicyDocument:
     """Key policy of the CMK that encrypts both SNS topics.
 
@@ -242,7 +252,7 @@ def forwarder_policy(
             "Sid": "WriteOwnLogs",
             "Effect": "Allow",
             "Action": list(FORWARDER_LOG_ACTIONS),
-            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            "Resource": log_streams_arn(log_group_arn),
         },
     )
 
@@ -372,6 +382,6 @@ def token_monitor_policy(*, expiry_parameter_arn: str, namespace: str, log_group
             "Sid": "WriteOwnLogs",
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_LOG_ACTIONS),
-            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            "Resource": log_streams_arn(log_group_arn),
         },
     )

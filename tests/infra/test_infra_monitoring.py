@@ -327,9 +327,7 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
     assert grants == {
         ("ssm:GetParameter", expiry_arn),  # the expiry parameter and nothing else
         ("cloudwatch:PutMetricData", "*"),  # no resource type exists; scoped by the condition below
-        ("logs:CreateLogStream", log_group),
-        ("logs:CreateLogStream", f"{log_group}:*"),
-        ("logs:PutLogEvents", log_group),
+        ("logs:CreateLogStream", f"{log_group}:*"),  # both act on log streams only (tests/rules)
         ("logs:PutLogEvents", f"{log_group}:*"),
     }
     (metrics,) = [s for s in statements if "cloudwatch:PutMetricData" in _as_list(s["Action"])]
