@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -132,28 +132,6 @@ def _conditions_hold(conditions: Mapping[str, Mapping[str, Any]], context: Mappi
             if operator not in {"StringEquals", "StringLike"}:
                 return False
     return True
-
-
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def cloud(moto_server: MotoServer) -> Cloud:
-    moto_server.reset()
-    return Cloud(moto_server)
-
-
-@pytest.fixture
-def google() -> Iterator[RefreshFakeGoogle]:
-    fake = RefreshFakeGoogle()
-    with fake:
-        yield fake
 
 
 def _run_recorded(cli: Cli, log: Path, *args: str) -> list[AwsCall]:
