@@ -1,7 +1,15 @@
-"""The three failure classes and the one classifier every delivery path uses.
+"""The four failure classes and the one classifier every delivery path uses.
 
 The class names are a public contract: a Lambda that raises one reports its name as
 ``errorType``, which is what the retry processor's Step Functions Retry/Catch match on.
+
+- token dead (``TokenExpiredError``): the refresh token is revoked or expired. Inbound: park.
+  Retry processor: stop, keep everything queued, fail.
+- mailbox refused (``MailboxRefusedError``): Gmail refuses the account or our setup, not this
+  message. Inbound: park and count ``MailboxRefused``. Retry processor: stop, keep, fail.
+- transient (``TransientError``; ``RateLimitedError`` for quotas): retried in-process, then by
+  SQS or Step Functions; a rate limit that outlasts SQS's receive budget is parked.
+- permanent (``PermanentError``): this message can never be imported. Inbound DLQ / retry DLQ.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from http.client import HTTPException
 
 class FailureClass(enum.Enum):
     TOKEN_DEAD = "TokenExpiredError"
+    MAILBOX_REFUSED = "MailboxRefusedError"
     TRANSIENT = "TransientError"
     PERMANENT = "PermanentError"
 
@@ -39,10 +48,25 @@ class TokenNotConfiguredError(TokenExpiredError):
     """The OAuth parameters still hold Pulumi's placeholder (or are missing)."""
 
 
+class MailboxRefusedError(SesMailError):
+    """Gmail refuses the account or our setup (API disabled, domain policy, a bad label, a wrong URL).
+
+    Not the message's fault and not a dead token: every message would fail the same way until
+    an operator fixes the setup, so mail is parked (never dead-lettered) and the mailbox-refused
+    alarm fires, while the token alarms stay quiet.
+    """
+
+    failure_class = FailureClass.MAILBOX_REFUSED
+
+
 class TransientError(SesMailError):
     """Worth retrying later: throttling, 5xx, timeouts, connection failures."""
 
     failure_class = FailureClass.TRANSIENT
+
+
+class RateLimitedError(TransientError):
+    """Gmail's quota or rate limit: transient, but it can last hours, longer than SQS's receive budget."""
 
 
 class PermanentError(SesMailError):
@@ -62,7 +86,7 @@ _AWS_ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException", "Unautho
 
 
 def classify(exc: BaseException) -> SesMailError:
-    """Map any exception to one of the three classes, keeping a readable reason.
+    """Map any exception to one of the four classes, keeping a readable reason.
 
     Unknown exceptions count as transient: the SQS redrive policy bounds their retries and
     then keeps the message in the DLQ, which loses nothing, whereas calling a bug
@@ -80,10 +104,34 @@ def classify(exc: BaseException) -> SesMailError:
     return TransientError(f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def classify_http_status(status: int, detail: str, *, retry_after: float | None = None) -> SesMailError:
-    """Classify a non-2xx Gmail answer (401/403 token cases are decided by the Gmail client)."""
-    if status == 429 or status == 408 or status >= 500:
+#: 403 reasons that mean "slow down" rather than "you may not" (Gmail's usage-limit errors).
+GMAIL_RATE_LIMIT_REASONS = frozenset(
+    {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
+)
+#: 400 reasons / statuses about the account, not the message ("Mail service not enabled").
+_GMAIL_SETUP_400_REASONS = frozenset({"failedPrecondition", "FAILED_PRECONDITION"})
+#: The 400 Gmail answers for a label id the mailbox lacks: a configured label, so every import fails.
+GMAIL_INVALID_LABEL = "Invalid label"
+#: Prefix of the reason of a parked rate-limited message (its ``error`` attribute).
+RATE_LIMITED = "rate-limited"
+
+
+def classify_gmail_answer(
+    status: int, detail: str, *, reasons: frozenset[str] = frozenset(), retry_after: float | None = None
+) -> SesMailError:
+    """Classify a non-2xx answer of the Gmail API (``reasons``: its ``errors[].reason`` and ``status``).
+
+    A 401 never reaches here as such: the importer first mints a fresh access token and retries,
+    and only a second 401 in a row is classified (mailbox refused).
+    """
+    if status == 429 or (status == 403 and reasons & GMAIL_RATE_LIMIT_REASONS):
+        return RateLimitedError(f"{RATE_LIMITED}: Gmail answered {status}: {detail}", retry_after=retry_after)
+    if status in (408, 409) or status >= 500:  # 409 ABORTED: Google marks it retryable
         return TransientError(f"Gmail answered {status}: {detail}", retry_after=retry_after)
+    if status in (401, 403, 404) or (
+        status == 400 and (reasons & _GMAIL_SETUP_400_REASONS or GMAIL_INVALID_LABEL in detail)
+    ):
+        return MailboxRefusedError(f"Gmail refused the mailbox or our setup ({status}): {detail}")
     return PermanentError(f"Gmail refused the message ({status}): {detail}")
 
 

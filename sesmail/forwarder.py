@@ -24,10 +24,13 @@ from sesmail.aws import AwsClients
 from sesmail.delivery import Deliverer, Delivery, MessageStore
 from sesmail.errors import (
     FailureClass,
+    MailboxRefusedError,
     MalformedEventError,
     PermanentError,
+    RateLimitedError,
     SesMailError,
     TokenExpiredError,
+    TokenNotConfiguredError,
     TransientError,
     classify,
 )
@@ -53,6 +56,7 @@ log = get_logger("sesmail.forwarder")
 DEFAULT_INVOCATION_SECONDS = 60.0
 _CONTRACT_ERRORS: dict[FailureClass, type[SesMailError]] = {
     FailureClass.TOKEN_DEAD: TokenExpiredError,
+    FailureClass.MAILBOX_REFUSED: MailboxRefusedError,
     FailureClass.TRANSIENT: TransientError,
     FailureClass.PERMANENT: PermanentError,
 }
@@ -222,15 +226,15 @@ class Forwarder:
         park_transient: bool = False,
     ) -> bool:
         try:
-            self._delivered(self._deliverer.deliver(note, invocation.deadline), invocation)
+            delivery = self._deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
+            self._delivered(delivery, invocation)
             return True
         except Exception as exc:
             error = classify(exc)
         if isinstance(error, PermanentError):
             return self._dead_letter(dlq_body, error, invocation, {"sesMessageId": note.message_id})
-        if isinstance(error, TokenExpiredError):
-            invocation.token_dead = True
-        if isinstance(error, TokenExpiredError) or park_transient:
+        _count_failure(error, invocation)
+        if _parks(error, attempt=attempt) or park_transient:
             return self._park(note, error, invocation, attempt)
         log.warning(
             "transient failure; leaving the message for SQS to redeliver",
@@ -307,7 +311,7 @@ class Forwarder:
             raise self._retry_failure(error, invocation) from None
         with bound(messageId=note.message_id):
             try:
-                delivery = self._deliverer.deliver(note, invocation.deadline)
+                delivery = self._deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
             except Exception as exc:
                 raise self._retry_failure(classify(exc), invocation) from None
         self._delivered(delivery, invocation)
@@ -322,12 +326,14 @@ class Forwarder:
         attribute, and Step Functions payloads and SQS messages are size-limited.
         """
         invocation.counts[names.METRIC_FAILED] += 1
-        invocation.token_dead = invocation.token_dead or isinstance(error, TokenExpiredError)
+        _count_failure(error, invocation)
         log.error(
             "retry delivery failed",
             extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},
         )
-        return _CONTRACT_ERRORS[error.failure_class](error.reason[:MAX_REASON_CHARS])
+        # A rate limit keeps its own name: the retry processor stops on it instead of dead-lettering.
+        contract = RateLimitedError if isinstance(error, RateLimitedError) else _CONTRACT_ERRORS[error.failure_class]
+        return contract(error.reason[:MAX_REASON_CHARS])
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -345,3 +351,28 @@ def _ignored(document: dict[str, Any]) -> bool:
     if reason is not None:
         log.info(f"{reason}; not mail, nothing to deliver", extra={"event": "delivery.ignored", "reason": reason})
     return reason is not None
+
+
+def _count_failure(error: SesMailError, invocation: _Invocation) -> None:
+    """What a failure tells the operator: a dead token (0 hours left) or a refused mailbox.
+
+    Only a grant the token endpoint declared dead (``invalid_grant`` after the SSM re-read) is
+    a dead token; a missing or placeholder token is the monitor's to report, and a refused
+    mailbox has its own metric so the token alarms do not page about a token that works.
+    """
+    if isinstance(error, TokenExpiredError) and not isinstance(error, TokenNotConfiguredError):
+        invocation.token_dead = True
+    if isinstance(error, MailboxRefusedError):
+        invocation.counts[names.METRIC_MAILBOX_REFUSED] += 1
+
+
+def _parks(error: SesMailError, *, attempt: int) -> bool:
+    """Inbound: what waits in the retry queue rather than for SQS's redelivery (or its DLQ).
+
+    A dead token and a refused mailbox fail every message until an operator acts. A rate limit
+    can outlast SQS's receive budget (Gmail's daily quota lasts hours), so on the last receive
+    before the inbound DLQ it is parked instead: it is not the message's fault.
+    """
+    if isinstance(error, (TokenExpiredError, MailboxRefusedError)):
+        return True
+    return isinstance(error, RateLimitedError) and attempt >= names.INBOUND_QUEUE_MAX_RECEIVE_COUNT

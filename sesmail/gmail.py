@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from sesmail import names
-from sesmail.errors import PermanentError, TokenExpiredError, TransientError, classify, classify_http_status
+from sesmail.errors import MailboxRefusedError, PermanentError, TransientError, classify, classify_gmail_answer
 from sesmail.http import HttpClient, Response, parse_retry_after
 from sesmail.tokens import AccessTokenProvider
 
@@ -23,9 +23,6 @@ UPLOAD_TIMEOUT_SECONDS = 60.0
 
 #: Opens the message body anew for each attempt: (chunks, exact size in bytes).
 BodyOpener = Callable[[], tuple[Iterable[bytes], int]]
-
-# 403 reasons that mean "slow down" rather than "you may not".
-_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"})
 
 
 @dataclass(frozen=True)
@@ -47,14 +44,21 @@ class GmailImporter:
         self._http = http
 
     def import_message(self, open_body: BodyOpener, labels: Sequence[str]) -> ImportedMessage:
-        """One import; a 401 on a cached access token is retried once with a fresh one."""
+        """One import. A 401 is retried once with a freshly minted access token (Google's advice).
+
+        One 401 is not a dead token: the refresh token is judged only by the token endpoint
+        (``invalid_grant``). A second 401 in a row, on a token minted a moment ago, means Gmail
+        refuses this account or client, which renewing the token would not fix.
+        """
+        detail = ""
         for _ in range(2):
             token = self._tokens.get()
             response = self._post(token.value, open_body, labels)
             if response.status != 401:
                 return _result(response)
-            self._tokens.reject(token, _detail(response))  # raises TokenExpiredError if it was fresh
-        raise TokenExpiredError("Gmail rejected two access tokens in a row")  # pragma: no cover
+            detail = _detail(response)
+            self._tokens.forget(token)
+        raise MailboxRefusedError(f"Gmail answered 401 to two access tokens in a row, the second just minted: {detail}")
 
     def _post(self, access_token: str, open_body: BodyOpener, labels: Sequence[str]) -> Response:
         boundary = f"sesmail-{secrets.token_hex(24)}"
@@ -111,14 +115,12 @@ def _result(response: Response) -> ImportedMessage:
             return ImportedMessage(str(payload["id"]), payload.get("threadId"))
         except (ValueError, KeyError, TypeError):
             raise TransientError("Gmail answered success without a message id") from None
-    detail = _detail(response)
-    retry_after = parse_retry_after(response.header("Retry-After"))
-    if response.status == 403:
-        if _reasons(response) & _RATE_LIMIT_REASONS:
-            raise TransientError(f"Gmail rate limit (403): {detail}", retry_after=retry_after)
-        # Missing scope, API not enabled, account suspended: credentials an operator must fix.
-        raise TokenExpiredError(f"Gmail refused the credentials (403): {detail}")
-    raise classify_http_status(response.status, detail, retry_after=retry_after)
+    raise classify_gmail_answer(
+        response.status,
+        _detail(response),
+        reasons=_reasons(response),
+        retry_after=parse_retry_after(response.header("Retry-After")),
+    )
 
 
 def _error_body(response: Response) -> dict[str, object]:
@@ -137,8 +139,11 @@ def _detail(response: Response) -> str:
     return f"{status}: {message}" if status else str(message)
 
 
-def _reasons(response: Response) -> set[str]:
-    errors = _error_body(response).get("errors")
-    if not isinstance(errors, list):
-        return set()
-    return {str(e.get("reason")) for e in errors if isinstance(e, dict)}
+def _reasons(response: Response) -> frozenset[str]:
+    """Google's ``errors[].reason`` values and its ``status`` (e.g. ``FAILED_PRECONDITION``)."""
+    error = _error_body(response)
+    errors = error.get("errors")
+    reasons = {str(e.get("reason")) for e in errors if isinstance(e, dict)} if isinstance(errors, list) else set()
+    if isinstance(error.get("status"), str):
+        reasons.add(str(error["status"]))
+    return frozenset(reasons)

@@ -126,10 +126,52 @@ def state_machine_arn(env: str, region: str, account_id: str, partition: str) ->
 #: Key prefix under which SES's S3 action writes raw messages: ``inbound/{messageId}``.
 INBOUND_PREFIX = "inbound/"
 
-#: S3 object tag recording the Gmail id of an imported message (idempotency marker).
+#: S3 object tag that recorded the Gmail id of an imported message before delivery claims
+#: replaced it. Still *read* (a tagged object counts as delivered) until every tagged object has
+#: expired, ``retainDays`` after the upgrade; never written any more.
 GMAIL_ID_TAG = "gmail-message-id"
 
 DEFAULT_RETAIN_DAYS = 30
+
+# --- Delivery claims (exactly once per (message, mailbox), DESIGN.md) -----------------------------
+
+#: Key prefix of the claim objects in the mail bucket: ``claims/{messageId}/{mailbox}``. They
+#: expire with the same lifecycle ``retainDays`` as the mail under ``inbound/``.
+CLAIMS_PREFIX = "claims/"
+#: The one mailbox of a deployment without ``ses-mail:mailboxes``.
+DEFAULT_MAILBOX = "default"
+#: Margin for clocks: a lease's expiry is written by one Lambda host and read by another.
+CLAIM_CLOCK_SKEW_SECONDS = 30
+#: How long a claim protects an import in flight. The holder's critical section is one Gmail
+#: upload (``sesmail.gmail.UPLOAD_TIMEOUT_SECONDS``, 60 s) — but that is a per-socket-operation
+#: timeout, so a slow 40 MB upload may run past it; the only hard bound is the forwarder's own
+#: timeout, after which Lambda has killed the holder. So: the function timeout plus the clock
+#: margin (150 s). A shorter lease could expire under a live, slow upload and let a second import
+#: start; a longer one only delays taking over from a dead holder. It stays below what the
+#: retries wait in total — the retry processor's 30 + 60 + 120 s and the inbound queue's 720 s
+#: visibility timeout — so a redelivery always outlives a dead holder's lease instead of being
+#: dead-lettered for it. (A literal because FORWARDER_TIMEOUT_SECONDS is defined further down;
+#: ``tests/test_claims.py`` checks the sum and these bounds.)
+CLAIM_LEASE_SECONDS = 150
+
+_CLAIM_MESSAGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._!*'()_-]{0,254}")
+_MAILBOX_RE = re.compile(r"[a-z0-9-]{1,20}")
+
+
+def claim_key(message_id: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    """``claims/{messageId}/{mailbox}``; refuses ids that would not make one plain S3 key segment.
+
+    SES's message ids are letters, digits and dashes. A hand-edited id with ``/``, ``..``,
+    control characters or a lone surrogate would name another key, or fail inside botocore as
+    an error the classifier could only call transient; callers turn this ValueError into a
+    permanent failure with its reason instead.
+    """
+    if not _CLAIM_MESSAGE_ID_RE.fullmatch(message_id):
+        raise ValueError(f"message id {message_id[:60]!r} cannot name a claim (letters, digits and -_.!*'() only)")
+    if not _MAILBOX_RE.fullmatch(mailbox):
+        raise ValueError(f"mailbox name {mailbox[:30]!r} is not [a-z0-9-]{{1,20}}")
+    return f"{CLAIMS_PREFIX}{message_id}/{mailbox}"
+
 
 # --- Metrics -----------------------------------------------------------------------------------
 
@@ -142,6 +184,8 @@ METRIC_FORWARDED = "MessagesForwarded"
 METRIC_ALREADY_DELIVERED = "MessagesAlreadyDelivered"
 METRIC_PARKED = "MessagesParkedForRetry"
 METRIC_FAILED = "MessagesFailed"
+#: Gmail refused the account or our setup (not a message, not the token): its own alarm.
+METRIC_MAILBOX_REFUSED = "MailboxRefused"
 
 # --- Token lifecycle thresholds ------------------------------------------------------------------
 
@@ -335,8 +379,11 @@ INBOUND_QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 #: Receives (transient failures) before SQS moves an inbound message to the inbound DLQ.
 INBOUND_QUEUE_MAX_RECEIVE_COUNT = 5
 #: Each retry-processor run receives a message at most once; this many runs that could not
-#: deliver it means it is stuck, so SQS moves it to the retry DLQ (which alarms).
-RETRY_QUEUE_MAX_RECEIVE_COUNT = 10
+#: deliver it means it is stuck, so SQS moves it to the retry DLQ (which alarms). Runs are
+#: started every 15 minutes by the token monitor while mail is queued and the token works, and a
+#: run stopped by Gmail's quota leaves its batch received once more: 100 runs outlast a day of
+#: quota (Gmail's daily limits reset within 24 hours) before anything moves to the DLQ.
+RETRY_QUEUE_MAX_RECEIVE_COUNT = 100
 #: Dead-letter queues keep messages as long as SQS allows (14 days, counted from the
 #: message's *original* enqueue time).
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
@@ -406,13 +453,23 @@ AUDIT_LOG_RETENTION_DAYS = 365
 # --- Token monitor Lambda, alarms, dashboard, saved Logs Insights queries (observability) -------
 
 TOKEN_MONITOR_HANDLER = "handlers.token_monitor.handler"
-#: One SSM read and one PutMetricData call: seconds, not minutes, even with SDK retries.
-TOKEN_MONITOR_TIMEOUT_SECONDS = 30
+#: One SSM read and one PutMetricData call, then (only while mail is parked) three AWS calls, one
+#: SSM read and one mint at Google's token endpoint (``tokens.TOKEN_TIMEOUT_SECONDS``, 10 s per
+#: connect or read, twice when the token changed under it): seconds normally, under a minute when
+#: Google hangs. A run cut short after publishing still reports a Lambda error (its alarm).
+TOKEN_MONITOR_TIMEOUT_SECONDS = 60
 TOKEN_MONITOR_MEMORY_MB = 128
 TOKEN_MONITOR_LOG_RETENTION_DAYS = 30
 #: Every 15 minutes: the token alarms' period is an hour, so one late or missed run never
 #: leaves a period without data (which the expiring alarm would count as breaching).
 TOKEN_MONITOR_SCHEDULE = "rate(15 minutes)"
+#: The schedule's period: an execution the monitor starts is named after the period it ran in.
+TOKEN_MONITOR_PERIOD_SECONDS = 15 * 60
+#: The monitor's environment besides ``ENV_VAR_ENV`` and ``ENV_VAR_RETRY_QUEUE_URL``: the retry
+#: processor it starts when mail is parked and the token works (DESIGN.md, "Nothing waits forever").
+ENV_VAR_STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
+#: ``trigger`` in the input of the executions the monitor starts, and their name prefix.
+RETRY_TRIGGER_TOKEN_MONITOR = "token-monitor"
 
 
 def token_monitor_role(env: str) -> str:
@@ -476,6 +533,11 @@ def forwarder_errors_alarm(env: str) -> str:
     return f"ses-mail-gmail-forwarder-errors-{check_env(env)}"
 
 
+def mailbox_refused_alarm(env: str) -> str:
+    """MailboxRefused >= 1: Gmail refuses the account or our setup; mail waits in the retry queue."""
+    return f"ses-mail-gmail-forwarder-mailbox-refused-{check_env(env)}"
+
+
 def retry_processor_failed_alarm(env: str) -> str:
     return f"ses-mail-gmail-forwarder-retry-processor-failed-{check_env(env)}"
 
@@ -511,6 +573,11 @@ EVENT_PREFIX_DELIVERY = "delivery."
 EVENT_PREFIX_RETRY = "retry."
 EVENT_TOKEN_MONITORED = "token.monitored"
 EVENT_TOKEN_MONITOR_ERROR = "token.monitor_error"
+#: The token monitor's decision about the retry queue, one line a run: started, skipped (``reason``
+#: says why), or failed (ERROR, with ``failureClass``: the failures-by-class query counts it).
+EVENT_RETRY_AUTOSTART = "retry.autostart"
+EVENT_RETRY_AUTOSTART_SKIPPED = "retry.autostart_skipped"
+EVENT_RETRY_AUTOSTART_FAILED = "retry.autostart_failed"
 
 
 def log_query(env: str, title: str) -> str:

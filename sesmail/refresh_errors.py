@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import SesMailError, TokenExpiredError
+from sesmail.errors import MailboxRefusedError, SesMailError, TokenExpiredError
 from sesmail.token_store import StoreFailed
 from sesmail.tokens import ClientConfigError
 
@@ -81,6 +81,11 @@ def _own(exc: BaseException, ctx: ErrorContext) -> str | None:
             f"Google issued a refresh token but would not mint an access token with it ({exc.reason}), so nothing "
             f"was stored; rerun in a minute, and if it persists revoke the app's access at {GOOGLE_PERMISSIONS_URL} "
             "first"
+        )
+    if isinstance(exc, MailboxRefusedError):
+        return (
+            f"Google refused the OAuth client or its setup while checking the new token ({exc.reason}), so nothing "
+            "was stored; download the client JSON again from Google's console and rerun with --client-secret FILE"
         )
     if isinstance(exc, SesMailError):
         return f"could not check the new token with Google ({exc.reason}), so nothing was stored; rerun in a minute"

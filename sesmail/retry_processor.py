@@ -9,7 +9,8 @@ It drains the whole retry queue, batch after batch, until a receive comes back e
           TransientError (and Lambda hiccups)  -> retried: 30 s, x2, 3 attempts
           PermanentError, retries exhausted,
           or an answer without a status        -> copy to the retry DLQ with the reason, then delete
-          TokenExpiredError                    -> stop everything, delete nothing, FAIL
+          TokenExpiredError, MailboxRefusedError -> stop everything, delete nothing, FAIL
+          RateLimitedError (after the retries)  -> stop, delete nothing, end with stoppedBy: rate-limited
     -> tally -> receive again ... -> publish RetryMessagesDelivered / RetryMessagesFailed /
        RetryProcessingCompleted -> succeed with the totals.
 
@@ -44,6 +45,7 @@ _CLOUDWATCH_PUT = "aws-sdk:cloudwatch:putMetricData"
 #: Errors worth retrying with the backoff constants: ours, and Lambda's own service hiccups.
 RETRIABLE_ERRORS = [
     "TransientError",
+    "RateLimitedError",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
@@ -52,8 +54,16 @@ RETRIABLE_ERRORS = [
 #: ``integration_arn`` with the deployment's partition bound.
 _Integrations = Callable[[str], str]
 TOKEN_DEAD_ERROR = "TokenExpiredError"
+MAILBOX_REFUSED_ERROR = "MailboxRefusedError"
+RATE_LIMITED_ERROR = "RateLimitedError"
 DELIVERED = "delivered"
 FAILED = "failed"
+#: Errors that stop the drain with everything undelivered left in the queue: (errorType, state suffix).
+_STOPS = (
+    (TOKEN_DEAD_ERROR, "TokenDead"),
+    (MAILBOX_REFUSED_ERROR, "MailboxRefused"),
+    (RATE_LIMITED_ERROR, "RateLimited"),
+)
 #: The DLQ's ``error`` attribute: never empty (SQS refuses empty attribute values).
 _REASON = "States.Format('{}: {}', $.error.Error, $.error.Cause)"
 #: Payload statuses that mean "Gmail has it".
@@ -148,6 +158,26 @@ def build_definition(
                     f"Renew it with: python -m sesmail.refresh --env {env}"
                 ),
             },
+            "PublishMetricsMailboxRefused": _publish_metrics(arn, env, completed=False, next_state="MailboxRefused"),
+            "MailboxRefused": {
+                "Type": "Fail",
+                "Error": MAILBOX_REFUSED_ERROR,
+                "Cause": (
+                    "Gmail refuses the mailbox or our setup (API disabled, domain policy, a configured label, "
+                    "the OAuth client); nothing was deleted. The forwarder's log has the reason (event retry.failed)."
+                ),
+            },
+            "PublishMetricsRateLimited": _publish_metrics(arn, env, completed=False, next_state="RateLimited"),
+            # Gmail's quota: not a failure anyone must act on. The rest waits in the queue, and the
+            # token monitor starts the processor again while mail is queued and the token works.
+            "RateLimited": {
+                "Type": "Pass",
+                "Parameters": {
+                    **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches")},
+                    "stoppedBy": "rate-limited",
+                },
+                "End": True,
+            },
             "PublishMetricsFailed": _publish_metrics(arn, env, completed=False, next_state="ProcessingFailed"),
             "ProcessingFailed": {
                 "Type": "Fail",
@@ -206,8 +236,8 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                     "ResultPath": "$.result",
                     "Retry": [_retry(RETRIABLE_ERRORS)],
                     "Catch": [
-                        {"ErrorEquals": [TOKEN_DEAD_ERROR], "ResultPath": "$.error", "Next": "StopTokenDead"},
-                        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MoveToDlq"},
+                        *(_catch([error], f"Stop{name}") for error, name in _STOPS),
+                        _catch(["States.ALL"], "MoveToDlq"),
                     ],
                     "Next": "CheckDelivered",
                 },
@@ -265,17 +295,14 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                     "Next": "DeleteDeadLettered",
                 },
                 "DeleteDeadLettered": _delete(arn, queue_url, outcome=FAILED),
-                "StopTokenDead": {
-                    "Type": "Fail",
-                    "Error": TOKEN_DEAD_ERROR,
-                    "Cause": f"Gmail refresh token expired or revoked; renew it: python -m sesmail.refresh --env {env}",
-                },
+                # Stops the whole batch: every other message would fail alike, and nothing is deleted.
+                **{f"Stop{name}": {"Type": "Fail", "Error": error, "Cause": error} for error, name in _STOPS},
             },
         },
         "ResultPath": "$.batch",
         "Catch": [
-            {"ErrorEquals": [TOKEN_DEAD_ERROR], "ResultPath": "$.error", "Next": "PublishMetricsTokenDead"},
-            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "PublishMetricsFailed"},
+            *(_catch([error], f"PublishMetrics{name}") for error, name in _STOPS),
+            _catch(["States.ALL"], "PublishMetricsFailed"),
         ],
         "Next": "Tally",
     }
@@ -310,6 +337,10 @@ def _publish_metrics(arn: _Integrations, env: str, *, completed: bool, next_stat
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": next_state}],
         "Next": next_state,
     }
+
+
+def _catch(errors: list[str], next_state: str) -> dict[str, Any]:
+    return {"ErrorEquals": errors, "ResultPath": "$.error", "Next": next_state}
 
 
 def _retry(errors: list[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sesmail import names
 from sesmail.errors import (
+    MailboxRefusedError,
     PermanentError,
     TokenExpiredError,
     TokenNotConfiguredError,
@@ -30,7 +31,8 @@ log = get_logger("sesmail.tokens")
 
 TOKEN_TIMEOUT_SECONDS = 10.0
 # Token-endpoint errors that mean "these credentials will not work until a human acts".
-_DEAD_CREDENTIAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"})
+#: The token endpoint's answer for a refresh token that is expired or revoked: the one dead token.
+_DEAD_GRANT = "invalid_grant"
 
 
 class ClientConfigError(TokenNotConfiguredError):
@@ -258,8 +260,12 @@ def _token_endpoint_error(response: Response) -> Exception:
     detail = f"token endpoint answered {response.status} {error}: {description}".rstrip(": ")
     if response.status in (408, 429) or response.status >= 500:
         return TransientError(detail, retry_after=parse_retry_after(response.header("Retry-After")))
-    if error in _DEAD_CREDENTIAL_ERRORS or response.status in (400, 401, 403):
+    if error == _DEAD_GRANT:
         return TokenExpiredError(detail)
+    if response.status in (400, 401, 403):
+        # invalid_client, unauthorized_client, invalid_scope: the OAuth client or its setup,
+        # which renewing the refresh token would not fix.
+        return MailboxRefusedError(f"{detail}; check the OAuth client JSON in SSM (refresh CLI --client-secret)")
     return PermanentError(detail)
 
 
@@ -322,12 +328,13 @@ class AccessTokenProvider:
         self._dead_version = None
         return self._access
 
-    def reject(self, token: AccessToken, detail: str) -> None:
-        """Gmail answered 401 for ``token``: a fresh token means the grant itself is dead."""
-        self._access = None
-        if token.minted_now:
-            self._dead_version = self._credentials.version if self._credentials else None
-            raise TokenExpiredError(f"Gmail rejected a freshly minted access token ({detail}); {self._dead_message()}")
+    def forget(self, token: AccessToken) -> None:
+        """Gmail answered 401 for ``token``: drop it, so the next :meth:`get` mints a fresh one.
+
+        The refresh token is not judged here: only the token endpoint says it is dead.
+        """
+        if self._access is not None and self._access.value == token.value:
+            self._access = None
 
     def _mint(self, credentials: _Credentials) -> AccessToken:
         token = mint_access_token(self._http, credentials.client, credentials.refresh_token.token, clock=self._clock)

@@ -18,6 +18,7 @@ from sesmail.events import SETUP_NOTIFICATION_ID
 from sesmail.retry_processor import build_definition
 from tests.conftest import ENV, REGION, raw_message
 from tests.drain_world import DrainWorld
+from tests.fakes.google import error_body
 
 
 def test_drains_more_than_three_batches_exactly_once(drain: DrainWorld) -> None:
@@ -207,3 +208,37 @@ def test_a_parked_ses_setup_notification_is_deleted_and_counted_nowhere(drain: D
     assert json.loads(result["output"]) == {"delivered": 1, "failed": 0, "batches": 1}
     assert [m.raw for m in drain.google.messages] == [raw_message("m1")]
     assert drain.queue_depth(drain.retry_queue_url) == drain.queue_depth(drain.retry_dlq_url) == 0
+
+
+def test_a_refused_mailbox_fails_the_execution_and_leaves_everything_queued(drain: DrainWorld) -> None:
+    """Gmail API disabled: every message would fail alike, so none is dead-lettered."""
+    drain.install_token()
+    for i in range(4):
+        drain.park(f"m{i}")
+    drain.google.fail_gmail(403, error_body(403, "Gmail API has not been used", "accessNotConfigured"), times=50)
+
+    result = drain.run()
+
+    assert (result["status"], result["error"]) == ("FAILED", "MailboxRefusedError")
+    assert drain.google.messages == []
+    assert drain.queue_depth(drain.retry_queue_url) == 4
+    assert drain.queue_depth(drain.retry_dlq_url) == 0
+    assert drain.interpreter_sleeps == []  # not retried: it is no transient
+
+
+def test_a_rate_limit_that_outlasts_the_retries_stops_the_drain_without_dead_lettering(drain: DrainWorld) -> None:
+    """Gmail's quota: retried with the backoff, then the rest waits for the next run, not the DLQ."""
+    drain.install_token()
+    for i in range(3):
+        drain.park(f"m{i}")
+    drain.google.fail_gmail(429, error_body(429, "Quota exceeded", "rateLimitExceeded"), times=500)
+
+    result = drain.run()
+
+    assert result["status"] == "SUCCEEDED", result
+    output = json.loads(result["output"])
+    assert output["stoppedBy"] == "rate-limited"
+    assert drain.google.messages == []
+    assert drain.queue_depth(drain.retry_dlq_url) == 0
+    assert drain.interpreter_sleeps[:1] == [names.RETRY_INITIAL_BACKOFF_SECONDS]
+    assert names.METRIC_RETRY_COMPLETED not in drain.metric_sums()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sesmail import names
-from sesmail.errors import TokenExpiredError, TokenNotConfiguredError, TransientError
+from sesmail.errors import MailboxRefusedError, TokenExpiredError, TokenNotConfiguredError, TransientError
 from sesmail.http import HttpClient
 from sesmail.tokens import (
     AccessTokenProvider,
@@ -104,7 +104,8 @@ def test_mint_classifies_token_endpoint_failures(google: FakeGoogle) -> None:
         mint_access_token(http, client, google.issue_refresh_token())
     assert transient.value.retry_after == 3.0
     wrong_client = ClientConfig(client.kind, client.client_id, "wrong", client.token_uri, client.auth_uri)
-    with pytest.raises(TokenExpiredError, match="invalid_client"):
+    # A client Google refuses is our setup, not a dead token: renewing the token would not help.
+    with pytest.raises(MailboxRefusedError, match="invalid_client"):
         mint_access_token(http, wrong_client, google.issue_refresh_token())
 
 

@@ -210,6 +210,18 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             f"{failures} and {story}.",
         ),
         count(
+            "mailbox-refused",
+            names.mailbox_refused_alarm(env),
+            namespace,
+            names.METRIC_MAILBOX_REFUSED,
+            {},
+            names.ERROR_COUNT_ALARM_THRESHOLD,
+            f"Gmail refuses the mailbox or our setup for {env}, not a message and not the token: the Gmail API is "
+            "disabled, a domain policy or the account forbids it, a configured label does not exist, the OAuth "
+            "client was refused, or the API URL is wrong. Mail waits in the retry queue. First step: run the saved "
+            f"query {failures} for the reason, fix it, then start the retry processor (or wait for the monitor).",
+        ),
+        count(
             "retry-processor-failed",
             names.retry_processor_failed_alarm(env),
             names.AWS_STATES_NAMESPACE,
@@ -218,7 +230,7 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             names.ERROR_COUNT_ALARM_THRESHOLD,
             f"A retry processor execution of {env} failed; nothing was deleted that was not delivered or "
             "dead-lettered. First step: open the failed execution in the Step Functions console; TokenExpiredError "
-            f"means the token died again: run `{refresh}`.",
+            f"means the token died again: run `{refresh}`; MailboxRefusedError: see the mailbox-refused alarm.",
         ),
         count(
             "retry-processor-timed-out",

@@ -246,6 +246,19 @@ def _google_error(
     ``domain=None`` leaves the domain out (Google's proto-parse errors have none); ``item``
     overrides fields of ``errors[0]`` (its own message, ``location`` ...).
     """
+    return _Reply.json(status, error_body(status, message, reason, domain=domain, item=item, details=details))
+
+
+def error_body(
+    status: int,
+    message: str,
+    reason: str | None = None,
+    *,
+    domain: str | None = "global",
+    item: dict[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The JSON of :func:`_google_error`: what tests script with :meth:`FakeGoogle.fail_gmail`."""
     if reason is None:
         domain, reason = _DEFAULT_REASONS.get(status, ("global", "badRequest" if status < 500 else "backendError"))
     entry = {"message": message, "domain": domain, "reason": reason, **(item or {})}
@@ -257,7 +270,7 @@ def _google_error(
     }
     if details:
         error["details"] = details
-    return _Reply.json(status, {"error": error})
+    return {"error": error}
 
 
 def _parse_failure(message: str, field_path: str) -> _ApiError:
@@ -332,6 +345,7 @@ class FakeGoogle:
         self._messages: list[ImportedMessage] = []
         self._user_labels: dict[str, str] = {}  # id -> name, in creation order
         self._import_requests = 0
+        self._import_delay = 0.0
         self._internal_errors: list[str] = []
 
         self._server: _Server | None = None
@@ -485,6 +499,15 @@ class FakeGoogle:
         reply = _injected_reply(status, body, headers, _google_error(status, _phrase(status)), delay, disconnect)
         with self._lock:
             self._gmail_failures.extend([reply] * times)
+
+    def slow_imports(self, seconds: float) -> None:
+        """Make every later import take ``seconds`` longer, its message recorded only at the end.
+
+        For races: two deliveries of one message are then both in flight at once. The wait
+        happens outside the lock (other requests are served meanwhile); ``stop()`` cuts it short.
+        """
+        with self._lock:
+            self._import_delay = seconds
 
     # -- recorded state (copies) -------------------------------------------------------------
 
@@ -680,6 +703,9 @@ class FakeGoogle:
             if retry_after is not None:
                 return _rate_limited(retry_after)
             keep_raw = self.store_bodies
+            delay = self._import_delay
+        if delay > 0:
+            self._stopping.wait(delay)
         try:  # outside the lock: parsing a 50 MiB upload must not serialise other requests
             upload_type = _check_import_query(request.query)
             parsed = _parse_import(request, upload_type, keep_raw)

@@ -22,6 +22,7 @@ from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 from sesmail.infra.dashboard import dashboard_body, metric_lines
 from sesmail.infra.watched import Watched
 from tests.conftest import World, sqs_record
+from tests.fakes.google import error_body
 from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun, Registration
 
 ENV = STACK
@@ -160,6 +161,7 @@ def expected_alarms() -> dict[str, dict[str, Any]]:
         names.forwarder_errors_alarm(ENV): alarm(
             "AWS/Lambda", "Errors", {"FunctionName": forwarder}, "Sum", five, 1, GE, "notBreaching"
         ),
+        names.mailbox_refused_alarm(ENV): alarm(NAMESPACE, "MailboxRefused", None, "Sum", five, 1, GE, "notBreaching"),
         names.retry_processor_failed_alarm(ENV): alarm(
             "AWS/States", "ExecutionsFailed", {"StateMachineArn": STATE_MACHINE_ARN}, "Sum", five, 1, GE, "notBreaching"
         ),
@@ -252,7 +254,17 @@ def test_monitor_function(example_run: ProgramRun) -> None:
     assert inputs["architectures"] == [names.FORWARDER_ARCHITECTURE]
     assert inputs["timeout"] == names.TOKEN_MONITOR_TIMEOUT_SECONDS
     assert inputs["memorySize"] == names.TOKEN_MONITOR_MEMORY_MB
-    assert inputs["environment"]["variables"] == {names.ENV_VAR_ENV: ENV}
+    # The retry queue and the retry processor it starts while mail is parked ("Nothing waits forever").
+    retry_queue = example_run.one("aws:sqs/queue:Queue", name=names.retry_queue(ENV))
+    assert inputs["environment"]["variables"] == {
+        names.ENV_VAR_ENV: ENV,
+        names.ENV_VAR_RETRY_QUEUE_URL: retry_queue.state["url"],
+        names.ENV_VAR_STATE_MACHINE_ARN: STATE_MACHINE_ARN,
+    }
+    machine = example_run.one("aws:sfn/stateMachine:StateMachine", name=names.retry_state_machine(ENV))
+    assert machine.state["arn"] == STATE_MACHINE_ARN  # the derived ARN is the deployed one
+    forwarder = example_run.one(FUNCTION, name=names.forwarder_function(ENV)).inputs["environment"]["variables"]
+    assert forwarder[names.ENV_VAR_RETRY_QUEUE_URL] == retry_queue.state["url"]
     log_group = example_run.one(LOG_GROUP, name=f"/aws/lambda/{names.token_monitor_function(ENV)}")
     assert log_group.inputs["retentionInDays"] == names.TOKEN_MONITOR_LOG_RETENTION_DAYS
     assert inputs["loggingConfig"]["logGroup"] == log_group.inputs["name"]
@@ -314,7 +326,11 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> None:
-    expiry_arn = f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT_ID}:parameter{names.refresh_token_expiry_parameter(ENV)}"
+    parameter = f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT_ID}:parameter"
+    expiry_arn = f"{parameter}{names.refresh_token_expiry_parameter(ENV)}"
+    client_arn = f"{parameter}{names.client_credentials_parameter(ENV)}"
+    token_arn = f"{parameter}{names.refresh_token_parameter(ENV)}"
+    queue_arn = f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{names.retry_queue(ENV)}"
     log_group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/lambda/{names.token_monitor_function(ENV)}"
     statements = monitor_policy["Statement"]
     assert all(s["Effect"] == "Allow" for s in statements)
@@ -325,7 +341,14 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
         for resource in _as_list(s["Resource"])
     }
     assert grants == {
-        ("ssm:GetParameter", expiry_arn),  # the expiry parameter and nothing else
+        ("ssm:GetParameter", expiry_arn),  # the hours: the expiry parameter
+        # Starting the retry processor while mail is parked: minting proves the token works ...
+        ("ssm:GetParameters", client_arn),
+        ("ssm:GetParameters", token_arn),
+        # ... the retry queue's depth, and the retry processor's executions.
+        ("sqs:GetQueueAttributes", queue_arn),
+        ("states:ListExecutions", STATE_MACHINE_ARN),
+        ("states:StartExecution", STATE_MACHINE_ARN),
         ("cloudwatch:PutMetricData", "*"),  # no resource type exists; scoped by the condition below
         ("logs:CreateLogStream", f"{log_group}:*"),  # both act on log streams only (tests/rules)
         ("logs:PutLogEvents", f"{log_group}:*"),
@@ -336,18 +359,28 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
         if statement is not metrics:
             assert "Condition" not in statement
     assert (
-        policies.token_monitor_policy(expiry_parameter_arn=expiry_arn, namespace=NAMESPACE, log_group_arn=log_group)
+        policies.token_monitor_policy(
+            expiry_parameter_arn=expiry_arn,
+            client_credentials_parameter_arn=client_arn,
+            refresh_token_parameter_arn=token_arn,
+            retry_queue_arn=queue_arn,
+            state_machine_arn=STATE_MACHINE_ARN,
+            namespace=NAMESPACE,
+            log_group_arn=log_group,
+        )
         == monitor_policy
     )
 
 
-def test_monitor_can_reach_no_secret(example_run: ProgramRun) -> None:
-    """Neither the refresh token nor the client credentials (nor a key, queue or bucket)."""
+def test_monitor_reads_the_secrets_only_to_mint_and_changes_nothing(example_run: ProgramRun) -> None:
+    """It reads the OAuth parameters (to prove the token) but writes none, and touches no message or key."""
     monitor = example_run.one(ROLE_POLICY, role=names.token_monitor_role(ENV)).json_input("policy")
     text = json.dumps(monitor)
-    assert names.refresh_token_parameter(ENV) + '"' not in text  # a prefix of the expiry parameter's name
-    assert names.client_credentials_parameter(ENV) not in text
-    assert "kms:" not in text and "sqs:" not in text and "s3:" not in text
+    assert "kms:" not in text and "s3:" not in text and "lambda:" not in text
+    actions = {a for s in monitor["Statement"] for a in _as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith("ssm:") and not a.startswith("ssm:Get")}
+    assert {a for a in actions if a.startswith("sqs:")} == {"sqs:GetQueueAttributes"}
+    assert {a for a in actions if a.startswith("states:")} == {"states:ListExecutions", "states:StartExecution"}
 
 
 # --- what is really published --------------------------------------------------------------------
@@ -399,13 +432,15 @@ def monitor_and_cli_metrics() -> set[MetricKey]:
 
 
 def run_forwarder(world: World, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    """Forwarded, already delivered, dead-lettered and parked mail: every count the forwarder has."""
+    """Forwarded, already delivered, dead-lettered, refused and parked mail: every count the forwarder has."""
     capsys.readouterr()
     token = world.install_token()
     first = world.store_mail("m-forwarded")
     world.handle(world.sqs_event(first))
     world.handle(world.sqs_event(first))
     world.handle({"Records": [sqs_record("not an SES notification", "sqs-bad")]})
+    world.google.fail_gmail(403, error_body(403, "Gmail API has not been used in project 1", "accessNotConfigured"))
+    world.handle(world.sqs_event(world.store_mail("m-refused")))
     world.google.revoke(token)
     world.google.expire_access_tokens()
     world.handle(world.sqs_event(world.store_mail("m-parked")))
@@ -440,6 +475,7 @@ def published(example_run: ProgramRun, forwarder_lines: list[dict[str, Any]]) ->
         names.METRIC_ALREADY_DELIVERED,
         names.METRIC_PARKED,
         names.METRIC_FAILED,
+        names.METRIC_MAILBOX_REFUSED,
         names.METRIC_TOKEN_HOURS,
     }
     return custom
@@ -617,6 +653,12 @@ def test_failures_by_class_and_parked_queries(example_run: ProgramRun) -> None:
     failures = saved["ses-mail-test/failures-by-class"].inputs["queryString"]
     assert "stats count(*) as failures" in failures and "by failureClass, event" in failures
     assert '(level = "ERROR" or level = "WARNING")' in failures
+    # ... including the token monitor's failures to start the retry processor (retry.autostart_failed).
+    assert set(saved["ses-mail-test/failures-by-class"].inputs["logGroupNames"]) == {
+        f"/aws/lambda/{names.forwarder_function(ENV)}",
+        f"/aws/lambda/{names.token_monitor_function(ENV)}",
+    }
+    assert names.EVENT_RETRY_AUTOSTART_FAILED.startswith(names.EVENT_PREFIX_RETRY)
     parked = saved["ses-mail-test/messages-parked-for-retry"].inputs["queryString"]
     assert 'filter event = "delivery.parked"' in parked
 
@@ -627,14 +669,16 @@ def test_the_queries_fields_are_what_the_code_really_logs(forwarder_lines: list[
     # token events: the forwarder mints tokens (and the monitor logs its own, see test_token_monitor)
     assert any(event.startswith(names.EVENT_PREFIX_TOKEN) for event in events)
     # parked: exactly the event the query filters on, with the message id and the class
-    (parked,) = [line for line in logged if line["event"] == names.EVENT_DELIVERY_PARKED]
-    assert parked["messageId"] == "m-parked" and parked["failureClass"] == "TokenExpiredError"
-    assert parked["level"] in {"ERROR", "WARNING"}
+    parked = {line["messageId"]: line for line in logged if line["event"] == names.EVENT_DELIVERY_PARKED}
+    assert parked["m-parked"]["failureClass"] == "TokenExpiredError"
+    assert parked["m-refused"]["failureClass"] == "MailboxRefusedError"
+    assert {line["level"] for line in parked.values()} <= {"ERROR", "WARNING"}
     # failures by class: warning/error delivery events carry failureClass
     failures = [line for line in logged if line["level"] in {"ERROR", "WARNING"}]
     assert failures and any(line["event"] == "delivery.dead_lettered" for line in failures)
     assert all(line["event"].startswith((names.EVENT_PREFIX_DELIVERY, names.EVENT_PREFIX_RETRY)) for line in failures)
-    assert {line.get("failureClass") for line in failures} >= {"TokenExpiredError", "PermanentError"}
+    classes = {line.get("failureClass") for line in failures}
+    assert classes >= {"TokenExpiredError", "MailboxRefusedError", "PermanentError"}
     # a message's story: every line about it carries its SES message id
     story = [line for line in logged if line.get("messageId") == "m-forwarded"]
     assert {line["event"] for line in story} >= {"delivery.imported", "delivery.duplicate"}

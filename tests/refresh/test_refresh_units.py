@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError, NoRegionError, ProfileNotFound
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 
 from sesmail import names
+from sesmail.errors import MailboxRefusedError
 from sesmail.http import HttpClient
 from sesmail.oauth_flow import InsecureClientUri
 from sesmail.refresh_errors import ErrorContext, explain
@@ -137,6 +138,10 @@ def _client_error(code: str, message: str = "", status: int = 400, operation: st
         (lambda: InsecureClientUri(("token_uri",)), "the client JSON's token_uri is not https; download"),
         (lambda: InsecureClientUri(("auth_uri",)), "the client JSON's auth_uri is not https; download"),
         (lambda: InsecureTransportError(), "the client JSON's auth_uri or token_uri is not https; download"),
+        (
+            lambda: MailboxRefusedError("token endpoint answered 401 invalid_client"),
+            "Google refused the OAuth client or its setup while checking the new token",
+        ),
         (
             lambda: RuntimeError("surprise"),
             f"unexpected error: RuntimeError: surprise; rerun with {names.ENV_VAR_DEBUG}=1",
