@@ -10,10 +10,11 @@ AWS is moto in-process; Google is a zero-latency fake:
   included).
 
 The forwarder handles SQS events of 10 records (8 KiB messages) after one warm-up batch; five
-timed passes per variant, alternating, and their median is reported. Then one more pass per
+timed passes per variant, alternating, and their median is reported, with the S3 requests each
+message cost (counted by operation on the forwarder's own client). Then one more pass per
 variant runs under cProfile, and the top entries by cumulative and by own time are printed,
-overall and for ses-mail's own code only. The first mode also measures the code as it was
-before the profile's top cost was removed (see ``VARIANTS``), in the same process.
+overall and for ses-mail's own code only. The first mode also measures, in the same process,
+delivery as it was before the delivery claims (see ``VARIANTS``): the claim's cost per message.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import dataclasses
 import io
 import json
 import os
 import pstats
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -90,34 +91,64 @@ def _handle_all(forwarder: Any, events: list[dict[str, Any]]) -> int:
     return failures
 
 
-#: Variants measured side by side. "tags read twice" restores, by a patch, how delivery worked
-#: before the changes this benchmark led to: the tag set was read before every import (now only
-#: when GetObject's TagCount says there are tags) and read again to record the Gmail id (now the
-#: first read is reused): two GetObjectTagging calls per message that are gone.
-VARIANTS = {"current": False, "tags read twice (before)": True}
+#: Variants measured side by side. "tag record (before claims)" restores, by a patch, how delivery
+#: recorded an import before the delivery claims: GetObject, the import, then the Gmail id written
+#: as the object's ``gmail-message-id`` tag (PutObjectTagging) — 2 S3 requests and no protection
+#: against concurrent duplicates. The current code claims first: GetObject, PutObject
+#: If-None-Match (the claim), the import, PutObject If-Match (its completion) — 3 requests.
+CURRENT = "current (claims)"
+BEFORE = "tag record (before claims)"
+VARIANTS = {CURRENT: "claims", BEFORE: "tag"}
+
+
+def _tag_based_deliver_once(self: Any, note: Any, holder: str, deadline: float) -> Any:
+    """``Deliverer._deliver_once`` as it was before claims (git history), for comparison only."""
+    from sesmail.delivery import Delivery, recorded_gmail_id
+    from sesmail.gmail import labels_for
+
+    message = self._store.open(note)
+    try:
+        tags = self._store.tags(note) if message.tag_count else []
+        existing = recorded_gmail_id(tags)
+        if existing:
+            return Delivery("already-delivered", existing)
+        labels = labels_for(note.is_spam, self._extra_labels)
+        imported = self._importer.import_message(self._store.opener(note, message), labels)
+    finally:
+        message.body.close()
+    kept = [t for t in tags if t["Key"] != names.GMAIL_ID_TAG]
+    self._store.s3().put_object_tagging(
+        Bucket=note.bucket,
+        Key=note.key,
+        Tagging={"TagSet": [*kept, {"Key": names.GMAIL_ID_TAG, "Value": imported.gmail_id}]},
+    )
+    return Delivery("delivered", imported.gmail_id)
 
 
 @contextlib.contextmanager
-def _variant(reread_tags: bool) -> Iterator[None]:
-    from sesmail.delivery import MessageStore
+def _variant(kind: str) -> Iterator[None]:
+    from sesmail.delivery import Deliverer
 
-    if not reread_tags:
+    if kind == "claims":
         yield
         return
-    original_open, original_record = MessageStore.open, MessageStore.record
-
-    def open_always_reading_tags(self: MessageStore, note: Any) -> Any:
-        return dataclasses.replace(original_open(self, note), tag_count=1)
-
-    def record_rereading_tags(self: MessageStore, note: Any, gmail_id: str, tags: Any) -> None:
-        original_record(self, note, gmail_id, self.tags(note))
-
-    MessageStore.open = open_always_reading_tags  # type: ignore[method-assign]
-    MessageStore.record = record_rereading_tags  # type: ignore[method-assign]
+    original = Deliverer._deliver_once
+    Deliverer._deliver_once = _tag_based_deliver_once  # type: ignore[method-assign]
     try:
         yield
     finally:
-        MessageStore.open, MessageStore.record = original_open, original_record  # type: ignore[method-assign]
+        Deliverer._deliver_once = original  # type: ignore[method-assign]
+
+
+def _count_s3_requests(client: Any) -> Counter[str]:
+    """S3 operations the forwarder's own client sends, by name (botocore's before-call event)."""
+    counts: Counter[str] = Counter()
+
+    def count(model: Any, **kwargs: Any) -> None:
+        counts[model.name] += 1
+
+    client.meta.events.register("before-call.s3", count)
+    return counts
 
 
 def measure(
@@ -125,7 +156,7 @@ def measure(
     google_mode: str = "inproc",
     passes: int = 3,
     top: int = 15,
-    variants: tuple[str, ...] = ("current",),
+    variants: tuple[str, ...] = (CURRENT,),
 ) -> dict[str, Any]:
     """Passes of each variant alternate, so drift on a shared machine hits them alike."""
     from moto import mock_aws
@@ -137,13 +168,16 @@ def measure(
     rates: dict[str, list[float]] = {v: [] for v in variants}
     profiles: dict[str, Any] = {}
     calls: dict[str, float] = {}
+    s3_requests: dict[str, Counter[str]] = {v: Counter() for v in variants}
     with mock_aws(), contextlib.ExitStack() as stack:
         world = common.AwsWorld().create()
         google = stack.enter_context(common.BenchGoogle(store_bodies=False))
         world.install_token(google)
         http: HttpClient = ZeroLatencyGoogle() if google_mode == "inproc" else HttpClient()
         settings = ForwarderSettings.from_environ(world.forwarder_environ(google))
-        forwarder = Forwarder(settings, AwsClients(), http=http)
+        clients = AwsClients()
+        forwarder = Forwarder(settings, clients, http=http)
+        counted = _count_s3_requests(clients.s3)
         sink = stack.enter_context(open(os.devnull, "w"))
         stack.enter_context(contextlib.redirect_stdout(sink))
         if _handle_all(forwarder, _events(world, "warm", BATCH)):
@@ -151,10 +185,12 @@ def measure(
         for n in range(passes):
             for variant in variants:
                 events = _events(world, f"pass{n}-{len(rates[variant])}-{VARIANTS[variant]}", messages)
+                counted.clear()
                 with _variant(VARIANTS[variant]):
                     started = time.perf_counter()
                     failures = _handle_all(forwarder, events)
                     elapsed = time.perf_counter() - started
+                s3_requests[variant] += counted
                 if failures:
                     raise RuntimeError(f"{failures} deliveries failed")
                 rates[variant].append(messages / elapsed)
@@ -181,6 +217,8 @@ def measure(
                 "best_msgs_per_s": max(rates[v]),
                 "median_msgs_per_s": common.median(rates[v]),
                 "aws_calls_per_msg": calls[v],
+                "s3_requests_per_msg": sum(s3_requests[v].values()) / (messages * passes),
+                "s3_requests_by_operation": {op: n / (messages * passes) for op, n in sorted(s3_requests[v].items())},
                 "profile": profiles[v],
             }
             for v in variants
@@ -234,27 +272,35 @@ def _short(filename: str) -> str:
 def report(result: dict[str, Any], *, with_profile: bool = True) -> str:
     rows = []
     for name, v in result["variants"].items():
+        by_operation = ", ".join(f"{op} {n:.1f}" for op, n in v["s3_requests_by_operation"].items())
         rows.append(
             [
                 name,
                 " / ".join(f"{r:.0f}" for r in v["rates"]),
                 v["best_msgs_per_s"],
                 v["median_msgs_per_s"],
-                1000 / v["median_msgs_per_s"],
-                f"{v['aws_calls_per_msg']:.1f}",
+                f"{1000 / v['median_msgs_per_s']:.2f}",
+                f"{v['s3_requests_per_msg']:.1f} ({by_operation})",
             ]
         )
     lines = [
         f"Throughput: {result['messages']} messages of {result['message_bytes'] // 1024} KiB in batches of {BATCH},"
         f" moto in-process, Google {result['google']}",
         common.table(
-            ["variant", "passes msgs/s", "best msgs/s", "median msgs/s", "ms/msg (median)", "AWS calls/msg"], rows
+            ["variant", "passes msgs/s", "best msgs/s", "median msgs/s", "ms/msg (median)", "S3 requests/msg"],
+            rows,
+            align_numbers=False,
         ),
     ]
-    names = list(result["variants"])
-    if len(names) == 2:
-        now, before = (result["variants"][n]["median_msgs_per_s"] for n in names)
-        lines.append(f"current / before: {now / before:.2f}x messages per second (medians)")
+    variants = result["variants"]
+    if CURRENT in variants and BEFORE in variants:
+        now, before = variants[CURRENT], variants[BEFORE]
+        cost_ms = 1000 / now["median_msgs_per_s"] - 1000 / before["median_msgs_per_s"]
+        lines.append(
+            f"the claim costs {cost_ms:+.2f} ms/message and"
+            f" {now['s3_requests_per_msg'] - before['s3_requests_per_msg']:+.1f} S3 requests/message"
+            f" ({now['median_msgs_per_s'] / before['median_msgs_per_s']:.2f}x the messages per second, medians)"
+        )
     if with_profile:
         for name, v in result["variants"].items():
             for title, table_rows in v["profile"].items():
@@ -267,14 +313,14 @@ def summary(results: list[dict[str, Any]]) -> common.Summary:
     parts = []
     note = ""
     for r in results:
-        current = r["variants"]["current"]
+        current = r["variants"][CURRENT]
         parts.append(f"{current['median_msgs_per_s']:.0f} msgs/s ({r['google']})")
-        before = r["variants"].get("tags read twice (before)")
+        before = r["variants"].get(BEFORE)
         if before:
-            ratio = current["median_msgs_per_s"] / before["median_msgs_per_s"]
+            now_ms, before_ms = (1000 / v["median_msgs_per_s"] for v in (current, before))
             note = (
-                f"before the fix {before['median_msgs_per_s']:.0f} msgs/s ({r['google']}): {ratio:.2f}x;"
-                f" AWS calls/msg {before['aws_calls_per_msg']:.0f} -> {current['aws_calls_per_msg']:.0f}"
+                f"claims vs tag ({r['google']}): {now_ms:.2f} vs {before_ms:.2f} ms/msg,"
+                f" S3 requests/msg {current['s3_requests_per_msg']:.0f} vs {before['s3_requests_per_msg']:.0f}"
             )
     return common.Summary("throughput, 8 KiB msgs", ", ".join(parts), "-", "report + profile", None, note)
 
@@ -285,7 +331,7 @@ def run(
     count = messages or (30 if smoke else 500)
     results = []
     for index, mode in enumerate(modes):
-        variants = tuple(VARIANTS) if index == 0 else ("current",)
+        variants = tuple(VARIANTS) if index == 0 else (CURRENT,)
         result = measure(count, mode, passes=1 if smoke else 5, variants=variants)
         print(report(result, with_profile=index == 0), flush=True)
         print(flush=True)

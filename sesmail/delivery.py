@@ -1,8 +1,16 @@
-"""Deliver one stored message to Gmail, exactly once in the sequential case.
+"""Deliver one stored message to Gmail, at most once per (message, mailbox), even concurrently.
 
-The S3 object is both the source and the idempotency record: after an import the Gmail id is
-written as the object's ``gmail-message-id`` tag, and a delivery that finds the tag reports
-``already-delivered`` instead of importing again.
+The idempotency record is a delivery claim (:mod:`sesmail.claims`): ``claims/{messageId}/{mailbox}``
+in the mail bucket, created with a conditional write before the import and completed with the
+Gmail id after it. Objects delivered before claims existed carry the ``gmail-message-id`` tag
+instead; that tag is still read (only when GetObject's ``TagCount`` says the object has tags), so
+they stay ``already-delivered``, but it is no longer written.
+
+The one window left: Gmail accepted the import and the claim could not be completed (S3 failed
+the write after in-process retries, or the Lambda died in between). The claim then still says
+``claimed``; redeliveries back off until its lease ends, and after that one would import again.
+Completion is the first thing done after the import and is retried within the invocation's time
+to keep that window as small as S3 allows; a failure is logged as ``delivery.record_failed``.
 """
 
 from __future__ import annotations
@@ -13,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sesmail import names
+from sesmail.claims import AlreadyDelivered, Claim, ClaimLostError, ClaimStore
 from sesmail.errors import SesMailError, TransientError, classify
 from sesmail.events import MailNotification
-from sesmail.gmail import BodyOpener, GmailImporter, labels_for
+from sesmail.gmail import BodyOpener, GmailImporter, ImportedMessage, labels_for
 from sesmail.log import get_logger
 
 log = get_logger("sesmail.delivery")
@@ -42,17 +51,21 @@ class StoredMessage:
 
 
 class MessageStore:
-    """The raw messages SES's S3 action wrote, and their idempotency tags."""
+    """The raw messages SES's S3 action wrote, and the idempotency tags of older deliveries."""
 
     def __init__(self, s3: Callable[[], Any]) -> None:
-        self._s3 = s3
+        self.s3 = s3
 
     def open(self, note: MailNotification) -> StoredMessage:
-        obj = self._s3().get_object(Bucket=note.bucket, Key=note.key)
+        obj = self.s3().get_object(Bucket=note.bucket, Key=note.key)
         return StoredMessage(obj["Body"], int(obj["ContentLength"]), int(obj.get("TagCount") or 0))
 
     def tags(self, note: MailNotification) -> list[dict[str, str]]:
-        return list(self._s3().get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"])
+        return list(self.s3().get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"])
+
+    def tagged_gmail_id(self, note: MailNotification, message: StoredMessage) -> str | None:
+        """The Gmail id a delivery before claims recorded as a tag (read only if there are tags)."""
+        return recorded_gmail_id(self.tags(note)) if message.tag_count else None
 
     def opener(self, note: MailNotification, first: StoredMessage) -> BodyOpener:
         """Hands out ``first`` (already open) once, then opens the object anew for each retry."""
@@ -63,19 +76,6 @@ class MessageStore:
             return message.chunks(), message.size
 
         return open_body
-
-    def record(self, note: MailNotification, gmail_id: str, tags: list[dict[str, str]]) -> None:
-        """Add the Gmail id to the object's tags, keeping the others.
-
-        ``tags`` is the set read before importing (S3 replaces the whole set on a put; nothing
-        else tags these objects while the forwarder holds them).
-        """
-        kept = [t for t in tags if t["Key"] != names.GMAIL_ID_TAG]
-        self._s3().put_object_tagging(
-            Bucket=note.bucket,
-            Key=note.key,
-            Tagging={"TagSet": [*kept, {"Key": names.GMAIL_ID_TAG, "Value": gmail_id}]},
-        )
 
 
 def recorded_gmail_id(tags: list[dict[str, str]]) -> str | None:
@@ -91,22 +91,27 @@ class Deliverer:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        claims: ClaimStore | None = None,
+        mailbox: str = names.DEFAULT_MAILBOX,
     ) -> None:
         self._store = store
         self._importer = importer
         self._extra_labels = tuple(extra_labels)
         self._sleep = sleep
         self._clock = clock
+        self.claims = claims or ClaimStore(store.s3)
+        self.mailbox = mailbox
 
-    def deliver(self, note: MailNotification, deadline: float) -> Delivery:
+    def deliver(self, note: MailNotification, deadline: float, *, holder: str) -> Delivery:
         """Import ``note``'s message, retrying transient failures while ``deadline`` allows.
 
+        ``holder`` names this invocation in the claim (the Lambda request id, as in its log lines).
         Raises a classified :class:`SesMailError`; the caller decides what each class means
         on its path (park, dead-letter, or let SQS / Step Functions retry).
         """
         for attempt in range(1, names.INPROCESS_MAX_ATTEMPTS + 1):
             try:
-                return self._deliver_once(note)
+                return self._deliver_once(note, holder, deadline)
             except Exception as exc:
                 error = classify(exc)
                 delay = self._retry_delay(error, attempt, deadline)
@@ -124,33 +129,73 @@ class Deliverer:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _deliver_once(self, note: MailNotification) -> Delivery:
-        # GetObject first: its TagCount says whether reading the tags is needed at all, which
-        # saves an S3 round trip for every message not delivered before (nearly all of them).
+    def _deliver_once(self, note: MailNotification, holder: str, deadline: float) -> Delivery:
+        # GetObject first: a missing message is a permanent failure before any claim is written,
+        # and its TagCount says whether an older delivery's tag must be looked for at all.
         message = self._store.open(note)
         try:
-            tags = self._store.tags(note) if message.tag_count else []
-            existing = recorded_gmail_id(tags)
-            if existing:
-                log.info(
-                    "already imported; not importing again",
-                    extra={"event": "delivery.duplicate", "gmailMessageId": existing},
-                )
-                return Delivery("already-delivered", existing)
-            labels = labels_for(note.is_spam, self._extra_labels)
-            imported = self._importer.import_message(self._store.opener(note, message), labels)
+            tagged = self._store.tagged_gmail_id(note, message)
+            if tagged:
+                return _already_delivered(tagged, "tag")
+            claim = self.claims.acquire(note.bucket, note.message_id, self.mailbox, holder)
+            if isinstance(claim, AlreadyDelivered):
+                return _already_delivered(claim.gmail_message_id, "claim")
+            imported = self._import(note, message, claim)
         finally:
             message.body.close()
+        self._complete(claim, imported, deadline)
         log.info("imported into Gmail", extra={"event": "delivery.imported", "gmailMessageId": imported.gmail_id})
-        try:
-            self._store.record(note, imported.gmail_id, tags)
-        except Exception as exc:
-            # The mail is in Gmail; failing now would make SQS deliver it a second time.
-            log.error(
-                "imported, but could not record the Gmail id on the S3 object",
-                extra={"event": "delivery.record_failed", "reason": classify(exc).reason},
-            )
         return Delivery("delivered", imported.gmail_id)
+
+    def _import(self, note: MailNotification, message: StoredMessage, claim: Claim) -> ImportedMessage:
+        """One import under the claim; on any failure the claim is released for the next attempt.
+
+        A failure may still hide an import Gmail accepted (its answer lost): the next attempt
+        imports again, as it would without claims — Gmail's import has no idempotency key.
+        """
+        labels = labels_for(note.is_spam, self._extra_labels)
+        try:
+            return self._importer.import_message(self._store.opener(note, message), labels)
+        except Exception:
+            self._release(claim)
+            raise
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            self.claims.release(claim)
+        except Exception as exc:
+            # Not worse than a holder that died: the lease ends by itself.
+            log.warning(
+                "could not release the delivery claim; it frees itself when its lease ends",
+                extra={"event": "delivery.release_failed", "claim": claim.key, "reason": classify(exc).reason},
+            )
+
+    def _complete(self, claim: Claim, imported: ImportedMessage, deadline: float) -> None:
+        """Record the Gmail id on the claim, retrying within the invocation's time.
+
+        Never raises: the mail is in Gmail, and failing now would make SQS deliver it again.
+        A lost race (our lease expired and another delivery took the claim over) is not retried.
+        """
+        for attempt in range(1, names.INPROCESS_MAX_ATTEMPTS + 1):
+            try:
+                self.claims.complete(claim, imported.gmail_id)
+                return
+            except Exception as exc:
+                error = classify(exc)
+            delay = names.INPROCESS_BACKOFF_SECONDS * 2 ** (attempt - 1)
+            last = attempt == names.INPROCESS_MAX_ATTEMPTS or self._clock() + delay >= deadline
+            if isinstance(error, ClaimLostError) or last:
+                log.error(
+                    "imported, but could not record the Gmail id on the delivery claim",
+                    extra={
+                        "event": "delivery.record_failed",
+                        "claim": claim.key,
+                        "gmailMessageId": imported.gmail_id,
+                        "reason": error.reason,
+                    },
+                )
+                return
+            self._sleep(delay)
 
     def _retry_delay(self, error: SesMailError, attempt: int, deadline: float) -> float | None:
         if not isinstance(error, TransientError) or attempt >= names.INPROCESS_MAX_ATTEMPTS:
@@ -161,3 +206,11 @@ class Deliverer:
         if delay > names.INPROCESS_MAX_WAIT_SECONDS or self._clock() + delay >= deadline:
             return None
         return delay
+
+
+def _already_delivered(gmail_id: str, record: str) -> Delivery:
+    log.info(
+        "already imported; not importing again",
+        extra={"event": "delivery.duplicate", "gmailMessageId": gmail_id, "record": record},
+    )
+    return Delivery("already-delivered", gmail_id)

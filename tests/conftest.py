@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +194,15 @@ class World:
         forwarder = self.forwarder or self.cold_start()
         return forwarder.handle(event, context or FakeContext())
 
+    def claim(self, message_id: str, mailbox: str = names.DEFAULT_MAILBOX) -> dict[str, Any] | None:
+        """The delivery claim of ``(message_id, mailbox)`` as stored, or None."""
+        try:
+            body = self.s3.get_object(Bucket=BUCKET, Key=names.claim_key(message_id, mailbox))["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        claim: dict[str, Any] = json.loads(body)
+        return claim
+
     def drain(self, queue_url: str) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         while True:
@@ -207,7 +217,8 @@ class World:
 
 
 @pytest.fixture
-def world(google: FakeGoogle) -> Iterator[World]:
+def world(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    atomic_s3_conditional_writes(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -268,6 +279,29 @@ def inject_aws_fault(
     fault = InjectedFault(service, operation, code, status, message, times, skip)
     client.meta.events.register(f"before-call.{service}.{operation}", fault)
     return fault
+
+
+_S3_PUT_LOCK = threading.Lock()
+
+
+def atomic_s3_conditional_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto's PutObject check its If-None-Match / If-Match and write in one step, as S3 does.
+
+    moto 5.2 honours both conditions (412 PreconditionFailed; NoSuchKey for If-Match on a missing
+    key) but checks and writes without a lock, so two threads can both pass the check; S3
+    serialises conditional writes of a key (one wins, the other gets 412, or 409
+    ConditionalRequestConflict while the first is in progress, which moto never sends: tests
+    inject it). Serialising every in-process PutObject is what makes concurrent claims faithful.
+    """
+    from moto.s3.responses import S3Response
+
+    original = S3Response.put_object
+
+    def put_object(self: S3Response) -> Any:
+        with _S3_PUT_LOCK:
+            return original(self)
+
+    monkeypatch.setattr(S3Response, "put_object", put_object)
 
 
 #: What SQS accepts in a message body or String attribute (its documented character set).

@@ -28,7 +28,7 @@ from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder
 from sesmail.retry_processor import build_definition
-from tests.conftest import BUCKET, ENV, REGION, FakeContext, World, ses_notification
+from tests.conftest import BUCKET, ENV, REGION, FakeContext, World, atomic_s3_conditional_writes, ses_notification
 from tests.fakes.google import FakeGoogle
 
 
@@ -114,6 +114,7 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
     config: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    atomic_s3_conditional_writes(monkeypatch)  # the Map delivers two items at once
     with mock_aws(config=config):
         s3, sqs, ssm = (boto3.client(s, region_name=REGION) for s in ("s3", "sqs", "ssm"))
         s3.create_bucket(Bucket=BUCKET)

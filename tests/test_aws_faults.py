@@ -141,8 +141,10 @@ def test_s3_read_errors_are_transient(
     queue.run()
     assert [m.raw for m in world.google.messages] == [raw_message("m1")]
     assert queue.depth() == 0
+    claim = world.claim("m1")
+    assert claim is not None and claim["gmailMessageId"] == world.google.messages[0].id
     tags = {t["Key"] for t in world.s3.get_object_tagging(Bucket=BUCKET, Key="inbound/m1")["TagSet"]}
-    assert names.GMAIL_ID_TAG in tags and (operation != "GetObjectTagging" or "retention" in tags)
+    assert tags == ({"retention"} if operation == "GetObjectTagging" else set())  # the mail is never written
 
 
 def test_s3_get_object_500_once_is_retried_in_process(world: World) -> None:
@@ -195,23 +197,27 @@ def test_an_s3_stream_that_breaks_mid_upload_imports_nothing_partial(
     assert [m.raw for m in world.google.messages] == [raw]
 
 
-def test_tag_write_failure_after_import_still_counts_as_delivered_and_is_logged(
+def test_claim_completion_failure_after_import_still_counts_as_delivered_and_is_logged(
     world: World, queue: InboundQueue, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The claim is created (PutObject #1), the import succeeds, and completing the claim fails
+    every time: retried in-process (1 s, 2 s), then logged, and the record still acknowledged."""
     world.install_token()
     forwarder = world.cold_start()
-    inject_aws_fault(forwarder._clients.s3, "PutObjectTagging", "InternalError")
+    fault = inject_aws_fault(forwarder._clients.s3, "PutObject", "InternalError", skip=1)
     queue.send(world.store_mail("m1"))
 
     assert queue.poll() == []
 
     assert queue.depth() == 0  # acknowledged: the mail is in Gmail
     assert len(world.google.messages) == 1
+    assert fault.raised == names.INPROCESS_MAX_ATTEMPTS and world.sleeps == [1.0, 2.0]
     _nothing_parked_or_dead(world)
     out = capsys.readouterr().out
     [failed] = [e for e in _log_events(out) if e.get("event") == "delivery.record_failed"]
-    assert "PutObjectTagging failed: InternalError" in failed["reason"]
+    assert "PutObject failed: InternalError" in failed["reason"]
     assert failed["messageId"] == "m1"
+    assert failed["gmailMessageId"] == world.google.messages[0].id  # what an operator needs to reconcile
     [metrics] = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
     assert metrics[names.METRIC_FORWARDED] == 1 and names.METRIC_FAILED not in metrics
 

@@ -16,11 +16,6 @@ from sesmail.forwarder import Forwarder
 from tests.conftest import BUCKET, FakeContext, World, raw_message, ses_notification, sns_envelope, sqs_record
 
 
-def _tags(world: World, message_id: str) -> dict[str, str]:
-    tags = world.s3.get_object_tagging(Bucket=BUCKET, Key=f"inbound/{message_id}")["TagSet"]
-    return {t["Key"]: t["Value"] for t in tags}
-
-
 def _attrs(message: dict[str, Any]) -> dict[str, str]:
     return {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
 
@@ -38,7 +33,11 @@ def test_happy_path_imports_exact_bytes_with_labels_and_params(world: World) -> 
     assert imported.label_ids == ["INBOX", "UNREAD"]
     assert imported.params["uploadType"] == "multipart"
     assert imported.params["internalDateSource"] == "dateHeader"
-    assert _tags(world, "m1")[names.GMAIL_ID_TAG] == imported.id
+    claim = world.claim("m1")
+    assert claim is not None and claim["state"] == "delivered" and claim["gmailMessageId"] == imported.id
+    assert claim["holder"] == "req-0001"  # the Lambda request id of the invocation that imported it
+    # The mail object itself is only read: no tag, nothing written to it.
+    assert world.s3.get_object_tagging(Bucket=BUCKET, Key="inbound/m1")["TagSet"] == []
     assert world.drain(world.retry_queue_url) == []
     assert world.drain(world.inbound_dlq_url) == []
 
@@ -397,19 +396,24 @@ def test_gmail_401_on_cached_token_retries_with_a_fresh_one(world: World) -> Non
     assert world.drain(world.retry_queue_url) == []
 
 
-def test_tag_write_failure_after_import_still_counts_as_delivered(
+def test_claim_completion_failure_after_import_still_counts_as_delivered(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.install_token()
     forwarder = world.cold_start()
     s3 = forwarder._clients.s3
+    real_put_object = s3.put_object
 
-    def refuse(**kwargs: Any) -> None:
-        raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "PutObjectTagging")
+    def refuse_completion(**kwargs: Any) -> Any:
+        if "IfMatch" in kwargs:  # the create (IfNoneMatch) goes through, the completion does not
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "PutObject")
+        return real_put_object(**kwargs)
 
-    monkeypatch.setattr(s3, "put_object_tagging", refuse)
+    monkeypatch.setattr(s3, "put_object", refuse_completion)
     assert world.handle(world.sqs_event(world.store_mail("m1"))) == {"batchItemFailures": []}
     assert len(world.google.messages) == 1
+    claim = world.claim("m1")
+    assert claim is not None and claim["state"] == "claimed"  # what the lease then protects
 
 
 def test_no_secret_appears_in_logs(world: World, capsys: pytest.CaptureFixture[str]) -> None:

@@ -109,7 +109,15 @@ class MailIntake(pulumi.ComponentResource):
                     abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=1
                     ),
-                )
+                ),
+                # A delivery claim is worth keeping exactly as long as the mail it guards: a
+                # redelivery after that finds no mail (a permanent failure) anyway.
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-delivery-claims",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=names.CLAIMS_PREFIX),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=config.retain_days),
+                ),
             ],
             opts=child,
         )

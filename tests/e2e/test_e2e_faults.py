@@ -67,7 +67,7 @@ def test_faults_lose_nothing_and_double_nothing(system: System, capfd: pytest.Ca
     assert sorted(m.raw or b"" for m in google.messages) == sorted(a.raw for a in delivered)
     assert google.import_requests == len(delivered) + 2 + 5 + 2  # every failure was retried, nothing else
     for arrival in delivered:
-        assert names.GMAIL_ID_TAG in system.object_tags(arrival.bucket, arrival.key)
+        assert system.delivered_gmail_id(arrival.bucket, arrival.message_id) is not None
 
     [dead_retry] = system.read_queue(retry_dlq_url)
     assert json.loads(dead_retry["Body"])["mail"]["messageId"] == lost.message_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sesmail import names
@@ -266,18 +268,25 @@ def test_notification_topic_feeds_the_inbound_queue(example_run: ProgramRun) -> 
         assert subscription.depends_on(policy)
 
 
-def test_lifecycle_expires_inbound_after_retain_days() -> None:
+def _lifecycle_rules(run: ProgramRun) -> dict[str, dict[str, Any]]:
+    """The bucket's lifecycle rules by the prefix they filter on."""
+    rules = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
+    return {rule["filter"]["prefix"]: rule for rule in rules}
+
+
+def test_lifecycle_expires_inbound_and_claims_after_retain_days() -> None:
     run = run_program(stack_config(retainDays=45))
-    (rule,) = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
-    assert rule["status"] == "Enabled"
-    assert rule["filter"]["prefix"] == names.INBOUND_PREFIX
-    assert rule["expiration"]["days"] == 45
+    rules = _lifecycle_rules(run)
+    assert set(rules) == {names.INBOUND_PREFIX, names.CLAIMS_PREFIX}
+    for rule in rules.values():
+        assert rule["status"] == "Enabled"
+        assert rule["expiration"]["days"] == 45
 
 
 def test_default_retain_days(example_run: ProgramRun) -> None:
-    (rule,) = example_run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
-    assert rule["expiration"]["days"] == StackConfig.parse(ENV, {"domains": "example.com"}).retain_days
-    assert rule["expiration"]["days"] == names.DEFAULT_RETAIN_DAYS
+    for rule in _lifecycle_rules(example_run).values():
+        assert rule["expiration"]["days"] == StackConfig.parse(ENV, {"domains": "example.com"}).retain_days
+        assert rule["expiration"]["days"] == names.DEFAULT_RETAIN_DAYS
 
 
 def test_stack_name_is_the_environment() -> None:
