@@ -61,7 +61,7 @@ forwarder = Forwarder(
 retry_processor = RetryProcessor(
     "retry-processor", env=env, retry=retry, forwarder=forwarder, aws_context=aws_context, tags=tags
 )
-token_monitor = TokenMonitor("token-monitor", env=env, tokens=tokens, tags=tags)
+token_monitor = TokenMonitor("token-monitor", env=env, tokens=tokens, retry=retry, aws_context=aws_context, tags=tags)
 monitoring = Monitoring(
     "monitoring",
     env=env,

@@ -1,4 +1,8 @@
-"""Start the retry processor after a renewal, and follow it with a progress display (``--wait``).
+"""Start the retry processor, see whether one runs, and follow it with a progress display (``--wait``).
+
+Shared by the refresh CLI (after a renewal) and the token monitor (while mail is parked and the
+token works), so it is runtime code: standard library and ``sesmail.names`` only, shipped in
+the Lambda archive, never google-auth or pulumi.
 
 Progress is read from the outside (``DescribeExecution``, ``ListExecutions`` to find a successor,
 and the retry queue's depth) rather than from the execution's history, so it needs only read
@@ -62,13 +66,38 @@ def queue_depth(sqs: Any, queue_url: str) -> int:
     )
 
 
-def start_retry_processor(sfn: Any, state_machine_arn: str, *, now: datetime | None = None) -> str:
-    """Start one execution with a unique, sortable name; returns its ARN."""
+def visible_messages(sqs: Any, queue_url: str) -> int:
+    """Messages waiting to be received (``ApproximateNumberOfMessages``), without those in flight."""
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"].get("ApproximateNumberOfMessages", 0))
+
+
+def running_execution(sfn: Any, state_machine_arn: str) -> str | None:
+    """The ARN of a running execution of the retry processor, if there is one (one list call)."""
+    listed = sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter=RUNNING, maxResults=1)
+    executions = listed.get("executions") or []
+    return str(executions[0]["executionArn"]) if executions else None
+
+
+def start_retry_processor(
+    sfn: Any,
+    state_machine_arn: str,
+    *,
+    now: datetime | None = None,
+    trigger: str = TRIGGER,
+    name: str | None = None,
+) -> str:
+    """Start one execution whose input names who started it; returns its ARN.
+
+    Without ``name`` it gets a unique, sortable one (the CLI: every renewal starts a drain). A
+    given ``name`` makes the start idempotent: Step Functions runs one execution per name and
+    input, and refuses the name once that execution has ended (``ExecutionAlreadyExists``).
+    """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     response = sfn.start_execution(
         stateMachineArn=state_machine_arn,
-        name=f"refresh-{stamp}-{uuid.uuid4().hex[:8]}",
-        input=json.dumps({"trigger": TRIGGER}),
+        name=name or f"refresh-{stamp}-{uuid.uuid4().hex[:8]}",
+        input=json.dumps({"trigger": trigger}),
     )
     return str(response["executionArn"])
 

@@ -1,7 +1,7 @@
 """The token monitor: turn the stored expiry into the metrics the token alarms watch.
 
-It reads only the non-secret expiry parameter (``names.refresh_token_expiry_parameter``) and
-publishes, in one ``PutMetricData`` call to ``SESMail/{env}`` without dimensions:
+For the hours it reads only the non-secret expiry parameter (``names.refresh_token_expiry_parameter``)
+and publishes, in one ``PutMetricData`` call to ``SESMail/{env}`` without dimensions:
 
 * ``TokenHoursUntilExpiration``: hours left (negative once dead); ``names.TOKEN_NO_EXPIRY_HOURS``
   for a token without an expiry (an app "In production"), far above every threshold;
@@ -14,20 +14,30 @@ JSON the refresh CLI writes. When SSM itself cannot be asked (throttling, networ
 permission) the expiry is *unknown*, not zero: only the error is published, so the operator is
 told "the monitor is broken" instead of a false "token expired"; should that last a whole alarm
 period, the expiring alarm fires anyway because it treats missing data as breaching.
+
+After publishing, each run also looks at the retry queue (DESIGN.md, "Nothing waits forever"):
+when mail waits there, no retry-processor execution is running and the stored token mints an
+access token, it starts one, so mail parked by a Gmail outage, a quota or a renewal made by hand
+is delivered without anyone running a command. That step reads the OAuth parameters (minting is
+the only proof that a token works, as in the refresh CLI), never fails the run, and logs one
+``retry.autostart*`` line with its decision.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import TokenNotConfiguredError, classify
+from sesmail.errors import MailboxRefusedError, SesMailError, TokenExpiredError, TokenNotConfiguredError, classify
+from sesmail.http import HttpClient
 from sesmail.log import get_logger
+from sesmail.retry_run import running_execution, start_retry_processor, visible_messages
 from sesmail.token_metrics import hours_left
-from sesmail.tokens import RefreshTokenError, TokenExpiry
+from sesmail.tokens import AccessTokenProvider, ParameterReader, RefreshTokenError, TokenExpiry
 
 log = get_logger("sesmail.token_monitor")
 
@@ -118,3 +128,214 @@ def run(ssm: Any, cloudwatch: Any, env: str, now: datetime | None = None) -> Tok
             },
         )
     return status
+
+
+# --- Nothing waits forever: start the retry processor when parked mail can be delivered ----------
+
+STARTED, SKIPPED, FAILED = "started", "skipped", "failed"
+#: Why nothing was started (``reason`` of a ``retry.autostart_skipped`` line).
+QUEUE_EMPTY = "queue-empty"
+ALREADY_RUNNING = "already-running"
+ALREADY_STARTED = "already-started-this-period"
+TOKEN_NOT_CONFIGURED = "token-not-configured"
+TOKEN_DEAD = "token-dead"
+OAUTH_CLIENT_REFUSED = "oauth-client-refused"
+#: Why an execution was started (``reason`` of a ``retry.autostart`` line).
+MAIL_PARKED = "mail-parked"
+
+
+@dataclass(frozen=True)
+class RetryAutostart:
+    """What the monitor needs to start the retry processor: the queue, the machine, a token check."""
+
+    sqs: Any
+    sfn: Any
+    queue_url: str
+    state_machine_arn: str
+    #: Mints one access token; raises the token library's classified errors when it cannot.
+    prove_token: Callable[[], object]
+
+
+@dataclass(frozen=True)
+class AutostartOutcome:
+    """One run's decision. ``waiting`` is the queue's visible messages (None when not read)."""
+
+    action: str
+    reason: str
+    waiting: int | None = None
+    execution_arn: str | None = None
+    detail: str | None = None
+    failure_class: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "waiting": self.waiting,
+            "executionArn": self.execution_arn,
+            "detail": self.detail,
+        }
+
+
+def prove_token(env: str, read_parameters: ParameterReader) -> None:
+    """Mint one access token from the stored refresh token, exactly as the forwarder would.
+
+    A fresh provider and connection every run: a cached access token only proves the token
+    worked when it was minted, and at one run in 15 minutes a cache would save nothing.
+    """
+    http = HttpClient()
+    try:
+        AccessTokenProvider(env, read_parameters, http).get()
+    finally:
+        http.close()
+
+
+def execution_name(at: datetime) -> str:
+    """``token-monitor-20261124T1015Z``: the start of the schedule period ``at`` falls in.
+
+    The ``ListExecutions`` check and the start are two calls, so two monitor runs at once (an
+    EventBridge event delivered twice, a Lambda retry of the same event, an invoke by hand) could
+    both find nothing running. With one name per period and the same input they cannot start two
+    drains: Step Functions returns the running execution again, or refuses the name once it ended.
+    """
+    period = names.TOKEN_MONITOR_PERIOD_SECONDS
+    start = datetime.fromtimestamp(int(at.timestamp()) // period * period, UTC)
+    return f"{names.RETRY_TRIGGER_TOKEN_MONITOR}-{start.strftime('%Y%m%dT%H%MZ')}"
+
+
+def scheduled_time(event: Any) -> datetime | None:
+    """EventBridge's ``time`` of a scheduled event: the same in every delivery and retry of it."""
+    value = event.get("time") if isinstance(event, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def autostart_retry(autostart: RetryAutostart | None, env: str, *, at: datetime | None = None) -> AutostartOutcome:
+    """Start the retry processor when mail waits, nothing drains it and the token mints. Never raises.
+
+    A dead or unconfigured token starts nothing and is only logged at INFO: the token alarms and
+    the forwarder's parked lines already say so. Anything else that goes wrong is logged at ERROR
+    and returned, never raised: the hours are published already, and this step is retried by the
+    next run in 15 minutes. It is not a ``TokenMonitoringErrors`` (that metric, and its alarm's
+    runbook, mean "the token's expiry is unknown"); the retry-queue age alarm is the backstop.
+    """
+    if autostart is None:
+        outcome = AutostartOutcome(
+            FAILED,
+            f"{names.ENV_VAR_RETRY_QUEUE_URL} or {names.ENV_VAR_STATE_MACHINE_ARN} is not set: "
+            f"deploy the token monitor with the Pulumi program (`{names.deploy_command(env)}`)",
+            failure_class="ConfigurationError",
+        )
+    else:
+        try:
+            outcome = _decide(autostart, at or datetime.now(UTC))
+        except Exception as exc:
+            error = classify(exc)
+            outcome = AutostartOutcome(FAILED, error.reason, failure_class=error.failure_class.value)
+    _log_outcome(outcome)
+    return outcome
+
+
+def _decide(autostart: RetryAutostart, at: datetime) -> AutostartOutcome:
+    """Cheapest check first: most runs find an empty queue and read no secret at all.
+
+    Only *visible* messages count. Messages in flight were received by a running execution (which
+    the next check finds), or by one that just stopped: they become visible again within the
+    queue's visibility timeout, which equals the schedule's period, so the next run sees them.
+    The running check comes before minting so that a long drain costs no token request a run.
+    """
+    waiting = visible_messages(autostart.sqs, autostart.queue_url)
+    if waiting == 0:
+        return AutostartOutcome(SKIPPED, QUEUE_EMPTY, waiting)
+    running = running_execution(autostart.sfn, autostart.state_machine_arn)
+    if running is not None:
+        return AutostartOutcome(SKIPPED, ALREADY_RUNNING, waiting, running)
+    unusable = _token_unusable(autostart.prove_token)
+    if unusable is not None:
+        return AutostartOutcome(SKIPPED, _skip_reason(unusable), waiting, detail=unusable.reason)
+    try:
+        arn = start_retry_processor(
+            autostart.sfn,
+            autostart.state_machine_arn,
+            trigger=names.RETRY_TRIGGER_TOKEN_MONITOR,
+            name=execution_name(at),
+        )
+    except Exception as exc:
+        if _error_code(exc) != "ExecutionAlreadyExists":
+            raise
+        return AutostartOutcome(SKIPPED, ALREADY_STARTED, waiting, detail=execution_name(at))
+    return AutostartOutcome(STARTED, MAIL_PARKED, waiting, arn)
+
+
+def _token_unusable(prove: Callable[[], object]) -> SesMailError | None:
+    """The error that says the stored token cannot deliver now, or None when it minted.
+
+    Dead, not configured, or its OAuth client refused: an operator must act, so no drain.
+    Anything else (Google or SSM unreachable, throttled, denied) is raised: the answer is unknown.
+    """
+    try:
+        prove()
+    except Exception as exc:
+        error = classify(exc)
+        if isinstance(error, (TokenExpiredError, MailboxRefusedError)):
+            return error
+        raise error from None
+    return None
+
+
+def _skip_reason(error: SesMailError) -> str:
+    if isinstance(error, TokenNotConfiguredError):
+        return TOKEN_NOT_CONFIGURED
+    if isinstance(error, TokenExpiredError):
+        return TOKEN_DEAD
+    return OAUTH_CLIENT_REFUSED
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _log_outcome(outcome: AutostartOutcome) -> None:
+    fields = {"reason": outcome.reason, "waiting": outcome.waiting, "executionArn": outcome.execution_arn}
+    if outcome.action == STARTED:
+        log.info(
+            f"started the retry processor for {outcome.waiting} parked message(s)",
+            extra={"event": names.EVENT_RETRY_AUTOSTART, **fields, "trigger": names.RETRY_TRIGGER_TOKEN_MONITOR},
+        )
+    elif outcome.action == SKIPPED:
+        log.info(
+            f"retry processor not started: {outcome.reason}",
+            extra={"event": names.EVENT_RETRY_AUTOSTART_SKIPPED, **fields, "detail": outcome.detail},
+        )
+    else:
+        log.error(
+            "could not decide whether to start the retry processor; the next run tries again",
+            extra={"event": names.EVENT_RETRY_AUTOSTART_FAILED, **fields, "failureClass": outcome.failure_class},
+        )
+
+
+def monitor(
+    ssm: Any,
+    cloudwatch: Any,
+    env: str,
+    autostart: RetryAutostart | None,
+    *,
+    now: datetime | None = None,
+    scheduled_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One scheduled run: publish the token's hours, then start the retry processor if mail can go.
+
+    Neither step stops the other: the autostart never raises, and it still runs when publishing
+    failed (that failure then fails the invocation, which its Lambda-errors alarm reports).
+    """
+    try:
+        status = run(ssm, cloudwatch, env, now)
+    finally:
+        outcome = autostart_retry(autostart, env, at=scheduled_at or now)
+    return {**status.as_dict(), "retry": outcome.as_dict()}

@@ -254,8 +254,12 @@ def test_handler_reads_the_environment_and_publishes(
     assert result["hoursLeft"] == pytest.approx(10, abs=0.05)
     assert aws.value(names.METRIC_TOKEN_HOURS) == pytest.approx(10, abs=0.05)
     assert aws.value(names.METRIC_TOKEN_MONITORING_ERRORS) == 0
-    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    line, autostart = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert (line["event"], line["env"], line["requestId"]) == (names.EVENT_TOKEN_MONITORED, ENV, "req-monitor")
+    # Without the retry queue and state machine in its environment the monitor still publishes,
+    # and says what is missing (tests/test_retry_autostart.py has the configured monitor).
+    assert (autostart["event"], autostart["level"]) == (names.EVENT_RETRY_AUTOSTART_FAILED, "ERROR")
+    assert names.ENV_VAR_RETRY_QUEUE_URL in autostart["reason"] and result["retry"]["action"] == "failed"
 
 
 def test_handler_reports_a_placeholder_in_its_result(

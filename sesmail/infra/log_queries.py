@@ -62,7 +62,8 @@ def failures_by_class_query() -> str:
     """How many delivery failures of each class (and event), inbound and retry paths together.
 
     Lines without a class (in-process retries, a failed park or DLQ send) form their own rows
-    with an empty ``failureClass``; ``event`` tells them apart.
+    with an empty ``failureClass``; ``event`` tells them apart. The token monitor's log group is
+    read too: a run that could not start the retry processor logs ``retry.autostart_failed``.
     """
     delivery = _regex(names.EVENT_PREFIX_DELIVERY)
     retry = _regex(names.EVENT_PREFIX_RETRY)
@@ -111,7 +112,7 @@ def query_specs(env: str, watched: Watched[V]) -> list[QuerySpec[V]]:
             "failures-by-class",
             names.log_query(env, names.LOG_QUERY_FAILURES_BY_CLASS),
             failures_by_class_query(),
-            (forwarder,),
+            (forwarder, watched.token_monitor_log_group),
         ),
         QuerySpec(
             "message-story",

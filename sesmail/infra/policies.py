@@ -20,7 +20,15 @@ CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
 LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
 
 FORWARDER_SSM_ACTIONS = ("ssm:GetParameter", "ssm:GetParameters")
-FORWARDER_S3_OBJECT_ACTIONS = ("s3:GetObject", "s3:GetObjectTagging", "s3:PutObjectTagging")
+#: On ``inbound/*``: read the mail, and the ``gmail-message-id`` tag older deliveries wrote.
+#: ``s3:PutObjectTagging`` is gone: delivery claims replaced the tag as the idempotency record,
+#: so the forwarder never writes to a mail object any more. ``s3:GetObjectTagging`` stays until
+#: the last tagged object has expired (``retainDays`` after the upgrade); tags are read only for
+#: objects whose GetObject says they have some.
+FORWARDER_S3_OBJECT_ACTIONS = ("s3:GetObject", "s3:GetObjectTagging")
+#: On ``claims/*``: conditional PutObject (If-None-Match / If-Match) and reading a claim found
+#: in place. S3 requires s3:GetObject besides s3:PutObject for an If-Match write.
+FORWARDER_CLAIM_ACTIONS = ("s3:GetObject", "s3:PutObject")
 FORWARDER_SEND_ACTIONS = ("sqs:SendMessage",)
 FORWARDER_CONSUME_ACTIONS = (
     "sqs:ReceiveMessage",
@@ -202,7 +210,8 @@ def forwarder_policy(
     inbound_dlq_arn: str,
     log_group_arn: str,
 ) -> PolicyDocument:
-    """The forwarder's whole permission set (DESIGN.md, Security).
+    """The forwarder's whole permission set (DESIGN.md, Security): its two OAuth parameters, the
+    mail under ``inbound/`` (read only), its delivery claims under ``claims/``, its queues and logs.
 
     No ``kms:*`` statement: the two SecureStrings use the AWS-managed ``aws/ssm`` key, whose key
     policy already lets any principal of the account decrypt *through SSM*; the queues use
@@ -219,10 +228,18 @@ def forwarder_policy(
             "Resource": [client_credentials_parameter_arn, refresh_token_parameter_arn],
         },
         {
-            "Sid": "ReadAndMarkInboundMail",
+            "Sid": "ReadInboundMail",
             "Effect": "Allow",
             "Action": list(FORWARDER_S3_OBJECT_ACTIONS),
             "Resource": object_arn(bucket_arn, names.INBOUND_PREFIX),
+        },
+        {
+            # Delivery claims (exactly once per message and mailbox): written only under claims/,
+            # so the forwarder can neither overwrite mail nor write anywhere else in the bucket.
+            "Sid": "ClaimDeliveries",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_CLAIM_ACTIONS),
+            "Resource": object_arn(bucket_arn, names.CLAIMS_PREFIX),
         },
         {
             # Lets S3 answer 404 NoSuchKey instead of 403 AccessDenied for a missing object, so
@@ -351,15 +368,32 @@ def retry_processor_policy(
 
 EVENTS_PRINCIPAL = "events.amazonaws.com"
 TOKEN_MONITOR_SSM_ACTIONS = ("ssm:GetParameter",)
+#: What ``AwsClients.read_parameters`` calls: both OAuth values in one request.
+TOKEN_MONITOR_MINT_ACTIONS = ("ssm:GetParameters",)
+TOKEN_MONITOR_QUEUE_ACTIONS = ("sqs:GetQueueAttributes",)
+TOKEN_MONITOR_STATES_ACTIONS = ("states:ListExecutions", "states:StartExecution")
 TOKEN_MONITOR_METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
 TOKEN_MONITOR_LOG_ACTIONS = FORWARDER_LOG_ACTIONS
 
 
-def token_monitor_policy(*, expiry_parameter_arn: str, namespace: str, log_group_arn: str) -> PolicyDocument:
-    """The token monitor's whole permission set (DESIGN.md: it reads only the expiry parameter).
+def token_monitor_policy(
+    *,
+    expiry_parameter_arn: str,
+    client_credentials_parameter_arn: str,
+    refresh_token_parameter_arn: str,
+    retry_queue_arn: str,
+    state_machine_arn: str,
+    namespace: str,
+    log_group_arn: str,
+) -> PolicyDocument:
+    """The token monitor's whole permission set.
 
-    No ``kms:*``: the expiry parameter is a plain String (no secret), and the monitor never sees
-    the refresh token or the client credentials.
+    The hours need the expiry parameter only. Starting the retry processor while mail is parked
+    (DESIGN.md, "Nothing waits forever") needs the retry queue's depth, the retry processor's
+    executions, and the two OAuth parameters: minting an access token is the only proof that
+    the token works, so the monitor now reads the secrets the forwarder reads (never writes them,
+    never touches a message). No ``kms:*``: the SecureStrings use the AWS-managed ``aws/ssm`` key,
+    which any principal of the account may use through SSM.
     """
     return document(
         {
@@ -367,6 +401,24 @@ def token_monitor_policy(*, expiry_parameter_arn: str, namespace: str, log_group
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_SSM_ACTIONS),
             "Resource": expiry_parameter_arn,
+        },
+        {
+            "Sid": "ProveTokenByMinting",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_MINT_ACTIONS),
+            "Resource": [client_credentials_parameter_arn, refresh_token_parameter_arn],
+        },
+        {
+            "Sid": "SeeParkedMail",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_QUEUE_ACTIONS),
+            "Resource": retry_queue_arn,
+        },
+        {
+            "Sid": "StartRetryProcessorWhenIdle",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_STATES_ACTIONS),
+            "Resource": state_machine_arn,
         },
         {
             # PutMetricData supports no resource-level permission (its only resource is "*");

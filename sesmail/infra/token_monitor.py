@@ -12,15 +12,20 @@ import pulumi_aws as aws
 from sesmail import names
 from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
+from sesmail.infra.context import AwsContext
 from sesmail.infra.lambda_package import FunctionSpec, python_function
+from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
 
 
 class TokenMonitor(pulumi.ComponentResource):
     """``names.token_monitor_function(env)``, run by EventBridge every 15 minutes.
 
-    Same package as the forwarder (``lambda_package.lambda_archive``), its own handler. It may
-    read the expiry parameter and nothing else, and write metrics of ``SESMail/{env}`` only.
+    Same package as the forwarder (``lambda_package.lambda_archive``), its own handler. It reads
+    the expiry parameter and writes metrics of ``SESMail/{env}`` only; to start the retry
+    processor while mail is parked (DESIGN.md, "Nothing waits forever") it may also read the
+    retry queue's depth, list and start executions of the retry processor, and read the two
+    OAuth parameters to prove the token by minting. It writes no parameter and touches no message.
     """
 
     log_group: aws.cloudwatch.LogGroup
@@ -37,12 +42,17 @@ class TokenMonitor(pulumi.ComponentResource):
         *,
         env: str,
         tokens: Tokens,
+        retry: Retry,
+        aws_context: AwsContext,
         tags: Mapping[str, str],
         archive_root: Path = REPO_ROOT,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:TokenMonitor", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # Named, not taken from the RetryProcessor: the monitor needs nothing of it but its ARN, so
+        # the two components stay independent (RetryProcessor derives the same ARN the same way).
+        machine_arn = names.state_machine_arn(env, aws_context.region, aws_context.account_id, aws_context.partition)
         spec = FunctionSpec(
             function_name=names.token_monitor_function(env),
             role_name=names.token_monitor_role(env),
@@ -57,11 +67,23 @@ class TokenMonitor(pulumi.ComponentResource):
             spec,
             parent=self,
             policy=lambda log_group_arn: pulumi.Output.all(
-                expiry_parameter_arn=tokens.refresh_token_expiry.arn, log_group_arn=log_group_arn
+                expiry_parameter_arn=tokens.refresh_token_expiry.arn,
+                client_credentials_parameter_arn=tokens.client_credentials.arn,
+                refresh_token_parameter_arn=tokens.refresh_token.arn,
+                retry_queue_arn=retry.queue.arn,
+                log_group_arn=log_group_arn,
             ).apply(
-                lambda arns: json.dumps(policies.token_monitor_policy(**arns, namespace=names.metric_namespace(env)))
+                lambda arns: json.dumps(
+                    policies.token_monitor_policy(
+                        **arns, state_machine_arn=machine_arn, namespace=names.metric_namespace(env)
+                    )
+                )
             ),
-            environment={names.ENV_VAR_ENV: env},
+            environment={
+                names.ENV_VAR_ENV: env,
+                names.ENV_VAR_RETRY_QUEUE_URL: retry.queue.url,
+                names.ENV_VAR_STATE_MACHINE_ARN: machine_arn,
+            },
             tags=tags,
             archive_root=archive_root,
         )

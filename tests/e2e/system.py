@@ -23,6 +23,7 @@ from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 import sesmail.token_monitor
 from sesmail import names
+from tests.conftest import atomic_s3_conditional_writes
 from tests.e2e.deploy import CREDENTIALS, REGION, STACK, Deployment, deploy
 from tests.e2e.edges import (
     AlarmReading,
@@ -47,6 +48,7 @@ _NOT_IN_OPERATOR_SHELL = (
     names.ENV_VAR_EMAIL_BUCKET,
     names.ENV_VAR_GMAIL_LABELS,
     names.ENV_VAR_GMAIL_API_BASE_URL,
+    names.ENV_VAR_STATE_MACHINE_ARN,
     "MOTO_PORT",
 )
 
@@ -118,6 +120,16 @@ class System:
     def object_tags(self, bucket: str, key: str) -> dict[str, str]:
         tags = self.client("s3").get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
         return {t["Key"]: t["Value"] for t in tags}
+
+    def delivered_gmail_id(self, bucket: str, message_id: str) -> str | None:
+        """The Gmail id the message's delivery claim records (default mailbox), or None."""
+        s3 = self.client("s3")
+        try:
+            body = s3.get_object(Bucket=bucket, Key=names.claim_key(message_id))["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        claim = json.loads(body)
+        return claim.get("gmailMessageId") if claim.get("state") == "delivered" else None
 
     def metric_sum(self, metric: str) -> float:
         """Sum of the metric's datapoints in ``SESMail/{env}`` over the last hour (the whole test)."""
@@ -192,6 +204,7 @@ def start_system(
     runtime = LambdaRuntime(tmp_path / "lambda")
     runtime.install(monkeypatch)
     interpreter_sleeps: list[float] = []
+    atomic_s3_conditional_writes(monkeypatch)  # the moto server runs in this process
     # Step Functions' Retry backoff (30 s, 60 s, 120 s) is recorded, not slept.
     monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=interpreter_sleeps.append))
 

@@ -73,15 +73,32 @@ def test_forwarder_reads_only_its_two_oauth_parameters(forwarder_policy: dict[st
     assert not grants(forwarder_policy, "ssm:PutParameter")
 
 
-def test_forwarder_touches_only_inbound_objects(forwarder_policy: dict[str, Any], bucket_arn: str) -> None:
-    for action in policies.FORWARDER_S3_OBJECT_ACTIONS:
-        assert grants(forwarder_policy, action) == [f"{bucket_arn}/{names.INBOUND_PREFIX}*"]
-        assert allows(forwarder_policy, action, f"{bucket_arn}/inbound/abc123")
-        assert not allows(forwarder_policy, action, f"{bucket_arn}/other/abc123")
-    for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetBucketPolicy", "s3:PutBucketPolicy"):
+def test_forwarder_reads_inbound_mail_and_writes_only_claims(forwarder_policy: dict[str, Any], bucket_arn: str) -> None:
+    inbound, claims = f"{bucket_arn}/{names.INBOUND_PREFIX}*", f"{bucket_arn}/{names.CLAIMS_PREFIX}*"
+    assert set(grants(forwarder_policy, "s3:GetObject")) == {inbound, claims}
+    assert grants(forwarder_policy, "s3:GetObjectTagging") == [inbound]  # older deliveries' tag
+    assert grants(forwarder_policy, "s3:PutObject") == [claims]
+    assert allows(forwarder_policy, "s3:GetObject", f"{bucket_arn}/inbound/abc123")
+    assert allows(forwarder_policy, "s3:PutObject", f"{bucket_arn}/claims/abc123/default")
+    for key in ("inbound/abc123", "other/abc123", "abc123", "claimsX/abc123"):
+        assert not allows(forwarder_policy, "s3:PutObject", f"{bucket_arn}/{key}"), key
+    for action in ("s3:GetObject", "s3:GetObjectTagging"):
+        assert not allows(forwarder_policy, action, f"{bucket_arn}/other/abc123"), action
+    # No tag writes any more (claims replaced the tag), no deletes, no bucket settings.
+    for action in ("s3:PutObjectTagging", "s3:DeleteObject", "s3:DeleteObjectTagging", "s3:PutObjectAcl"):
+        assert not grants(forwarder_policy, action), action
+    for action in ("s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:PutLifecycleConfiguration"):
         assert not grants(forwarder_policy, action), action
     # Key names only, so a missing object is a 404 (permanent), not a 403 (retried).
     assert grants(forwarder_policy, "s3:ListBucket") == [bucket_arn]
+
+
+def test_forwarder_claim_statement_names_exactly_its_actions(forwarder_policy: dict[str, Any], bucket_arn: str) -> None:
+    claim = statement(forwarder_policy, "ClaimDeliveries")
+    assert claim["Action"] == list(policies.FORWARDER_CLAIM_ACTIONS) == ["s3:GetObject", "s3:PutObject"]
+    assert claim["Resource"] == f"{bucket_arn}/{names.CLAIMS_PREFIX}*"
+    inbound = statement(forwarder_policy, "ReadInboundMail")
+    assert inbound["Action"] == list(policies.FORWARDER_S3_OBJECT_ACTIONS) == ["s3:GetObject", "s3:GetObjectTagging"]
 
 
 def test_forwarder_sends_only_to_retry_queue_and_inbound_dlq(forwarder_policy: dict[str, Any]) -> None:
@@ -224,3 +241,50 @@ def test_only_our_topic_may_send_to_the_inbound_queues(example_run: ProgramRun) 
         assert stmt["Resource"] == queue_arn(queue_name)
         assert stmt["Condition"] == {"ArnEquals": {"aws:SourceArn": topic_arn}}
     assert len(by_url) == 2  # the retry queues accept nobody but IAM principals of the account
+
+
+# --- the token monitor (DESIGN.md "Nothing waits forever": it now starts the retry processor) -----
+
+
+@pytest.fixture(scope="module")
+def monitor_policy(example_run: ProgramRun) -> dict[str, Any]:
+    policy: dict[str, Any] = example_run.one(
+        "aws:iam/rolePolicy:RolePolicy", role=names.token_monitor_role(ENV)
+    ).json_input("policy")
+    return policy
+
+
+def test_monitor_reads_the_oauth_parameters_to_mint_and_writes_no_parameter(monitor_policy: dict[str, Any]) -> None:
+    """It reads the two secrets the forwarder reads (minting is the proof the token works), nothing more."""
+    oauth = {
+        parameter_arn(names.client_credentials_parameter(ENV)),
+        parameter_arn(names.refresh_token_parameter(ENV)),
+    }
+    assert set(grants(monitor_policy, "ssm:GetParameters")) == oauth  # AwsClients.read_parameters' one call
+    assert grants(monitor_policy, "ssm:GetParameter") == [parameter_arn(names.refresh_token_expiry_parameter(ENV))]
+    for name in (
+        f"{names.parameter_prefix(ENV)}/something-else",
+        names.refresh_token_parameter("prod"),
+        names.client_credentials_parameter("prod"),
+        "/other-app/secret",
+    ):
+        for action in ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"):
+            assert not allows(monitor_policy, action, parameter_arn(name)), (action, name)
+    for action in ("ssm:PutParameter", "ssm:DeleteParameter", "ssm:GetParametersByPath", "kms:Decrypt"):
+        assert not grants(monitor_policy, action), action
+
+
+def test_monitor_only_looks_at_the_retry_queue_and_starts_the_retry_processor(monitor_policy: dict[str, Any]) -> None:
+    machine = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT_ID}:stateMachine:{names.retry_state_machine(ENV)}"
+    assert grants(monitor_policy, "sqs:GetQueueAttributes") == [queue_arn(names.retry_queue(ENV))]
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", "sqs:PurgeQueue"):
+        assert not grants(monitor_policy, action), action  # it never touches a message
+    assert statement(monitor_policy, "StartRetryProcessorWhenIdle") == {
+        "Sid": "StartRetryProcessorWhenIdle",
+        "Effect": "Allow",
+        "Action": ["states:ListExecutions", "states:StartExecution"],
+        "Resource": machine,
+    }
+    assert not allows(monitor_policy, "states:StartExecution", machine.replace(f"-{ENV}", "-prod"))
+    for action in ("states:StopExecution", "states:DescribeExecution", "states:UpdateStateMachine"):
+        assert not grants(monitor_policy, action), action
