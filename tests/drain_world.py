@@ -51,14 +51,7 @@ class DrainWorld(World):
         return self.wait(execution, timeout)
 
     def wait(self, execution_arn: str, timeout: float = 180.0) -> dict[str, Any]:
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
-            if described["status"] != "RUNNING":
-                return described
-            time.sleep(0.02)
-        raise AssertionError("execution did not finish")
+        return finished_execution(boto3.client("stepfunctions", region_name=REGION), execution_arn, timeout)
 
     def queue_depth(self, url: str) -> int:
         attributes = self.sqs.get_queue_attributes(
@@ -155,3 +148,14 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
         )["stateMachineArn"]
         _route_invocations_to_the_forwarder(world, monkeypatch)
         yield world
+
+
+def finished_execution(sfn: Any, execution_arn: str, timeout: float = 180.0) -> dict[str, Any]:
+    """The execution once moto's interpreter has finished it (it runs in a thread of its own)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.02)
+    raise AssertionError(f"{execution_arn} still running after {timeout} s")

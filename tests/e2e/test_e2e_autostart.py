@@ -11,28 +11,15 @@ drain running and starts the retry processor, which delivers everything exactly 
 from __future__ import annotations
 
 import json
-import time
-from typing import Any
 
 import pytest
 
 from sesmail import names
+from tests.drain_world import finished_execution
 from tests.e2e.edges import Arrival
 from tests.e2e.system import ENV, System, assert_no_secret_anywhere, events, log_records
 
 PARKED = 3
-
-
-def wait_for(system: System, execution_arn: str, timeout: float = 120.0) -> dict[str, Any]:
-    """The execution once moto's interpreter has finished it (it runs in the server's thread)."""
-    sfn = system.client("stepfunctions")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
-        if execution["status"] != "RUNNING":
-            return execution
-        time.sleep(0.05)
-    raise AssertionError(f"{execution_arn} still running after {timeout} s")
 
 
 @pytest.mark.slow
@@ -70,7 +57,7 @@ def test_mail_parked_by_a_quota_is_delivered_by_the_monitor_alone(
     monitor, _ = system.run_token_monitor()
     started = monitor["retry"]
     assert (started["action"], started["reason"], started["waiting"]) == ("started", "mail-parked", PARKED)
-    execution = wait_for(system, started["executionArn"])
+    execution = finished_execution(system.client("stepfunctions"), started["executionArn"], timeout=120.0)
     assert execution["status"] == "SUCCEEDED", execution
     assert json.loads(execution["input"]) == {"trigger": names.RETRY_TRIGGER_TOKEN_MONITOR}
     assert execution["name"].startswith(f"{names.RETRY_TRIGGER_TOKEN_MONITOR}-")

@@ -230,23 +230,9 @@ class _FakeGap(Exception):
     """A request Google would serve but this fake does not implement: a 501, never a silent pass."""
 
 
-def _google_error(
-    status: int,
-    message: str,
-    reason: str | None = None,
-    *,
-    domain: str | None = "global",
-    item: dict[str, str] | None = None,
-    details: list[dict[str, Any]] | None = None,
-) -> _Reply:
-    """Google APIs' error envelope, the one shape every Gmail error of this fake has.
-
-    ``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``,
-    plus ``details`` where Google sends them. Without a ``reason`` the status's usual one is used;
-    ``domain=None`` leaves the domain out (Google's proto-parse errors have none); ``item``
-    overrides fields of ``errors[0]`` (its own message, ``location`` ...).
-    """
-    return _Reply.json(status, error_body(status, message, reason, domain=domain, item=item, details=details))
+def _google_error(status: int, message: str, reason: str | None = None, **shape: Any) -> _Reply:
+    """Google APIs' error envelope as a reply: the one shape every Gmail error of this fake has."""
+    return _Reply.json(status, error_body(status, message, reason, **shape))
 
 
 def error_body(
@@ -258,7 +244,13 @@ def error_body(
     item: dict[str, str] | None = None,
     details: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON of :func:`_google_error`: what tests script with :meth:`FakeGoogle.fail_gmail`."""
+    """Google APIs' error envelope; also what tests script with :meth:`FakeGoogle.fail_gmail`.
+
+    ``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``,
+    plus ``details`` where Google sends them. Without a ``reason`` the status's usual one is used;
+    ``domain=None`` leaves the domain out (Google's proto-parse errors have none); ``item``
+    overrides fields of ``errors[0]`` (its own message, ``location`` ...).
+    """
     if reason is None:
         domain, reason = _DEFAULT_REASONS.get(status, ("global", "badRequest" if status < 500 else "backendError"))
     entry = {"message": message, "domain": domain, "reason": reason, **(item or {})}
