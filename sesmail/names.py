@@ -431,6 +431,10 @@ ENV_VAR_DEBUG = "SESMAIL_DEBUG"
 #: Input key with which a retry-processor execution hands a long backlog over to its successor
 #: (its value is the predecessor's execution ARN); ``--wait`` follows the chain through it.
 RETRY_CONTINUED_FROM_KEY = "continuedFrom"
+#: Output key of a retry-processor run that stopped early without failing, and its one value:
+#: Gmail's rate limit outlasted the retries; the rest waits in the queue for the next run.
+RETRY_STOPPED_BY_KEY = "stoppedBy"
+RETRY_STOPPED_RATE_LIMITED = "rate-limited"
 
 # --- Retry processor (Step Functions) infrastructure ----------------------------------------------
 

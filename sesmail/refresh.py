@@ -286,6 +286,11 @@ def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seco
     else:
         dead_lettered = outcome.failed or 0
         say(f"The retry processor finished: {outcome.delivered} delivered, {dead_lettered} moved to the retry DLQ.")
+    if outcome.stopped_by == names.RETRY_STOPPED_RATE_LIMITED:
+        say(
+            "It stopped early on Gmail's rate limit: the rest stays in the retry queue, and the token monitor "
+            "starts the retry processor again every 15 minutes until it is delivered."
+        )
     return EXIT_OK
 
 

@@ -174,7 +174,7 @@ def build_definition(
                 "Type": "Pass",
                 "Parameters": {
                     **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches")},
-                    "stoppedBy": "rate-limited",
+                    names.RETRY_STOPPED_BY_KEY: names.RETRY_STOPPED_RATE_LIMITED,
                 },
                 "End": True,
             },

@@ -41,6 +41,8 @@ class Outcome:
     cause: str | None = None
     delivered: int | None = None
     failed: int | None = None
+    #: Why a run that succeeded left mail queued (``names.RETRY_STOPPED_RATE_LIMITED``), if it did.
+    stopped_by: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -131,7 +133,14 @@ def follow_execution(
         _add_totals(totals, execution.get("output"))
         successor = find_successor(sfn, execution) if status == SUCCEEDED else None
         if successor is None:
-            return Outcome(status, execution.get("error"), execution.get("cause"), **totals)
+            stopped_by = _json_object(execution.get("output")).get(names.RETRY_STOPPED_BY_KEY)
+            return Outcome(
+                status,
+                execution.get("error"),
+                execution.get("cause"),
+                **totals,
+                stopped_by=stopped_by if isinstance(stopped_by, str) else None,
+            )
         say(f"  handed over to {successor}")
         execution_arn = successor
 

@@ -97,6 +97,22 @@ def test_a_failed_execution_ends_the_wait_with_its_error() -> None:
     assert (outcome.status, outcome.error, outcome.cause) == ("FAILED", "TokenExpiredError", "still dead")
 
 
+def test_a_run_stopped_by_the_rate_limit_succeeds_and_says_so() -> None:
+    output = {DELIVERED: 3, FAILED: 0, "batches": 1, names.RETRY_STOPPED_BY_KEY: names.RETRY_STOPPED_RATE_LIMITED}
+    others = {arn: [{"status": "SUCCEEDED"}] for arn in (SECOND, OTHER)}
+    sfn = ScriptedStepFunctions(
+        {FIRST: [{"status": "SUCCEEDED", "output": json.dumps(output)}], **others},
+        inputs={SECOND: {"trigger": "token-monitor"}, OTHER: {"trigger": "someone else"}},  # no successor
+    )
+
+    outcome = follow_execution(
+        sfn, ScriptedQueue([9]), FIRST, queue_url="q", initial_depth=12, poll_seconds=0, say=lambda _: None
+    )
+
+    assert outcome.succeeded
+    assert (outcome.delivered, outcome.stopped_by) == (3, names.RETRY_STOPPED_RATE_LIMITED)
+
+
 def test_progress_line_without_a_queue_and_with_new_mail_arriving() -> None:
     assert progress_line("RUNNING", None, None) == "  RUNNING: retry queue not found, showing the execution status only"
     assert progress_line("RUNNING", 7, 5) == "  RUNNING: 7 message(s) left in the retry queue, 0 delivered so far"
