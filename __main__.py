@@ -53,6 +53,7 @@ forwarder = Forwarder(
     "forwarder",
     env=env,
     extra_labels=config.extra_labels,
+    auth_failures=config.auth_failures,
     tokens=tokens,
     intake=intake,
     retry=retry,

@@ -26,6 +26,7 @@ from sesmail.errors import SesMailError, TransientError, classify
 from sesmail.events import MailNotification
 from sesmail.gmail import BodyOpener, GmailImporter, ImportedMessage, labels_for
 from sesmail.log import get_logger
+from sesmail.verdicts import HEADER_PEEK_BYTES, AuthFailures, Placement, Verdicts, place
 
 log = get_logger("sesmail.delivery")
 
@@ -34,8 +35,9 @@ CHUNK_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class Delivery:
-    status: Literal["delivered", "already-delivered"]
-    gmail_message_id: str
+    #: ``rejected``: not imported, by the sender-authentication policy (``authFailures: drop``).
+    status: Literal["delivered", "already-delivered", "rejected"]
+    gmail_message_id: str | None
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,15 @@ class MessageStore:
 
     def tags(self, note: MailNotification) -> list[dict[str, str]]:
         return list(self.s3().get_object_tagging(Bucket=note.bucket, Key=note.key)["TagSet"])
+
+    def head(self, note: MailNotification) -> bytes:
+        """The first bytes of the stored message (one ranged GET): where SES wrote its verdict headers."""
+        obj = self.s3().get_object(Bucket=note.bucket, Key=note.key, Range=f"bytes=0-{HEADER_PEEK_BYTES - 1}")
+        body = obj["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
 
     def tagged_gmail_id(self, note: MailNotification, message: StoredMessage) -> str | None:
         """The Gmail id a delivery before claims recorded as a tag (read only if there are tags)."""
@@ -93,7 +104,9 @@ class Deliverer:
         clock: Callable[[], float] = time.monotonic,
         claims: ClaimStore | None = None,
         mailbox: str = names.DEFAULT_MAILBOX,
+        auth_failures: AuthFailures = AuthFailures.SPAM,
     ) -> None:
+        self._auth_failures = auth_failures
         self._store = store
         self._importer = importer
         self._extra_labels = tuple(extra_labels)
@@ -137,23 +150,43 @@ class Deliverer:
             tagged = self._store.tagged_gmail_id(note, message)
             if tagged:
                 return _already_delivered(tagged, "tag")
+            placement = self._place(note)
+            if placement is Placement.REJECTED:
+                return Delivery("rejected", None)
             claim = self.claims.acquire(note.bucket, note.message_id, self.mailbox, holder)
             if isinstance(claim, AlreadyDelivered):
                 return _already_delivered(claim.gmail_message_id, "claim")
-            imported = self._import(note, message, claim)
+            imported = self._import(note, message, claim, spam=placement is Placement.SPAM)
         finally:
             message.body.close()
         self._complete(claim, imported, deadline)
         log.info("imported into Gmail", extra={"event": "delivery.imported", "gmailMessageId": imported.gmail_id})
         return Delivery("delivered", imported.gmail_id)
 
-    def _import(self, note: MailNotification, message: StoredMessage, claim: Claim) -> ImportedMessage:
+    def _place(self, note: MailNotification) -> Placement:
+        """Inbox, spam or not at all, by SES's verdicts (from the stored headers when the notification has none).
+
+        Deterministic for a message and a policy, so it needs no record: a redelivery decides the
+        same, and the raw message stays in S3 until ``retainDays`` whatever was decided.
+        """
+        verdicts = note.verdicts if note.verdicts.known else Verdicts.from_headers(self._store.head(note))
+        placement, why = place(verdicts, self._auth_failures)
+        if placement is not Placement.INBOX:
+            event = "delivery.rejected" if placement is Placement.REJECTED else "delivery.spam"
+            level = log.warning if placement is Placement.REJECTED else log.info
+            level(
+                f"sender authentication: {placement.value} ({why})",
+                extra={"event": event, "reason": why, "authFailures": self._auth_failures.value, **verdicts.as_log()},
+            )
+        return placement
+
+    def _import(self, note: MailNotification, message: StoredMessage, claim: Claim, *, spam: bool) -> ImportedMessage:
         """One import under the claim; on any failure the claim is released for the next attempt.
 
         A failure may still hide an import Gmail accepted (its answer lost): the next attempt
         imports again, as it would without claims — Gmail's import has no idempotency key.
         """
-        labels = labels_for(note.is_spam, self._extra_labels)
+        labels = labels_for(spam, self._extra_labels)
         try:
             return self._importer.import_message(self._store.opener(note, message), labels)
         except Exception:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sesmail import names
 from sesmail.errors import MalformedEventError
+from sesmail.verdicts import FAIL, Verdicts
 
 #: SES sends this once when a topic is attached; it carries no mail.
 SUBSCRIPTION_NOTICE = "AmazonSnsSubscriptionSucceeded"
@@ -28,13 +29,13 @@ class MailNotification:
     bucket: str
     key: str
     timestamp: str
-    spam_verdict: str | None
-    virus_verdict: str | None
+    verdicts: Verdicts  # SES's spam, virus, SPF, DKIM and DMARC verdicts (empty when it sent none)
     raw: dict[str, Any]  # the notification itself: what the retry queue stores
 
     @property
     def is_spam(self) -> bool:
-        return "FAIL" in (self.spam_verdict, self.virus_verdict)
+        """SES's spam or virus verdict is FAIL (sender authentication aside: see :mod:`sesmail.verdicts`)."""
+        return FAIL in (self.verdicts.spam, self.verdicts.virus)
 
     def to_json(self) -> str:
         return json.dumps(self.raw, separators=(",", ":"))
@@ -132,8 +133,7 @@ def parse_notification(document: Any, *, expected_bucket: str | None = None) -> 
         bucket=bucket,
         key=key,
         timestamp=_text(mail, "timestamp") or _text(receipt, "timestamp"),
-        spam_verdict=_verdict(receipt, "spamVerdict"),
-        virus_verdict=_verdict(receipt, "virusVerdict"),
+        verdicts=Verdicts.from_receipt(receipt),
         raw=document,
     )
 
@@ -228,7 +228,3 @@ def _text(parent: dict[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _verdict(receipt: dict[str, Any], key: str) -> str | None:
-    verdict = receipt.get(key)
-    status = verdict.get("status") if isinstance(verdict, dict) else None
-    return status if isinstance(status, str) else None

@@ -45,10 +45,12 @@ from sesmail.events import (
 )
 from sesmail.gmail import GmailImporter
 from sesmail.http import HttpClient
+from sesmail.labels import LabelResolver
 from sesmail.log import bound, get_logger
 from sesmail.metrics import emit_counts
 from sesmail.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
 from sesmail.tokens import AccessTokenProvider
+from sesmail.verdicts import AuthFailures
 
 log = get_logger("sesmail.forwarder")
 
@@ -59,6 +61,14 @@ _CONTRACT_ERRORS: dict[FailureClass, type[SesMailError]] = {
     FailureClass.MAILBOX_REFUSED: MailboxRefusedError,
     FailureClass.TRANSIENT: TransientError,
     FailureClass.PERMANENT: PermanentError,
+}
+
+
+#: What each settled delivery counts as.
+_DELIVERY_METRICS = {
+    "delivered": names.METRIC_FORWARDED,
+    "already-delivered": names.METRIC_ALREADY_DELIVERED,
+    "rejected": names.METRIC_REJECTED,
 }
 
 
@@ -74,6 +84,7 @@ class ForwarderSettings:
     extra_labels: tuple[str, ...] = ()
     gmail_api_base_url: str = names.GMAIL_API_BASE_URL
     email_bucket: str | None = None
+    auth_failures: AuthFailures = AuthFailures.SPAM
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ForwarderSettings:
@@ -84,6 +95,10 @@ class ForwarderSettings:
                 f"the forwarder's environment lacks {', '.join(missing)}; redeploy with `pulumi up`"
             )
         labels = environ.get(names.ENV_VAR_GMAIL_LABELS, "")
+        try:
+            auth_failures = AuthFailures.parse(environ.get(names.ENV_VAR_AUTH_FAILURES))
+        except ValueError as exc:
+            raise ConfigurationError(f"{names.ENV_VAR_AUTH_FAILURES}: {exc}; redeploy with `pulumi up`") from None
         return cls(
             env=names.check_env(environ[names.ENV_VAR_ENV]),
             retry_queue_url=environ[names.ENV_VAR_RETRY_QUEUE_URL],
@@ -91,6 +106,7 @@ class ForwarderSettings:
             extra_labels=tuple(label.strip() for label in labels.split(",") if label.strip()),
             gmail_api_base_url=environ.get(names.ENV_VAR_GMAIL_API_BASE_URL) or names.GMAIL_API_BASE_URL,
             email_bucket=environ.get(names.ENV_VAR_EMAIL_BUCKET) or None,
+            auth_failures=auth_failures,
         )
 
 
@@ -118,9 +134,12 @@ class Forwarder:
         self._clock = clock
         http = http or HttpClient()
         self.tokens = AccessTokenProvider(settings.env, clients.read_parameters, http, clock=clock)
-        importer = GmailImporter(settings.gmail_api_base_url, self.tokens, http)
+        labels = LabelResolver(settings.gmail_api_base_url, self.tokens, http, env=settings.env)
+        importer = GmailImporter(settings.gmail_api_base_url, self.tokens, http, labels=labels)
         store = MessageStore(lambda: clients.s3)
-        self._deliverer = Deliverer(store, importer, settings.extra_labels, sleep=sleep, clock=clock)
+        self._deliverer = Deliverer(
+            store, importer, settings.extra_labels, sleep=sleep, clock=clock, auth_failures=settings.auth_failures
+        )
 
     @classmethod
     def from_environ(cls) -> Forwarder:
@@ -244,8 +263,7 @@ class Forwarder:
         return False
 
     def _delivered(self, delivery: Delivery, invocation: _Invocation) -> None:
-        metric = names.METRIC_FORWARDED if delivery.status == "delivered" else names.METRIC_ALREADY_DELIVERED
-        invocation.counts[metric] += 1
+        invocation.counts[_DELIVERY_METRICS[delivery.status]] += 1
 
     def _park(self, note: MailNotification, error: SesMailError, invocation: _Invocation, attempt: int) -> bool:
         try:

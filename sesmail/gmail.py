@@ -12,10 +12,19 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlencode
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError, PermanentError, TransientError, classify, classify_gmail_answer
+from sesmail.errors import (
+    GMAIL_INVALID_LABEL,
+    MailboxRefusedError,
+    PermanentError,
+    SesMailError,
+    TransientError,
+    classify,
+    classify_gmail_answer,
+)
 from sesmail.http import HttpClient, Response, parse_retry_after
 from sesmail.tokens import AccessTokenProvider
 
@@ -36,29 +45,71 @@ def labels_for(is_spam: bool, extra: Sequence[str] = ()) -> list[str]:
     return list(dict.fromkeys([*base, *extra]))
 
 
+class LabelIds(Protocol):
+    """Turns configured label names or ids into the ids an import carries (:mod:`sesmail.labels`)."""
+
+    def resolve(self, labels: Sequence[str]) -> list[str]: ...
+
+    def stale(self, labels: Sequence[str]) -> bool:
+        """After Gmail refused an id it resolved: forget the cache; True if resolving again may help."""
+        ...
+
+
+class _IdsOnly:
+    """No resolver: every label is already an id (how the importer was used before label names)."""
+
+    def resolve(self, labels: Sequence[str]) -> list[str]:
+        return list(labels)
+
+    def stale(self, labels: Sequence[str]) -> bool:
+        return False
+
+
+def authorized(tokens: AccessTokenProvider, send: Callable[[str], Response]) -> Response:
+    """One Gmail call; a 401 is retried once with a freshly minted access token (Google's advice).
+
+    One 401 is not a dead token: the refresh token is judged only by the token endpoint
+    (``invalid_grant``). A second 401 in a row, on a token minted a moment ago, means Gmail
+    refuses this account or client, which renewing the token would not fix.
+    """
+    detail = ""
+    for _ in range(2):
+        token = tokens.get()
+        response = send(token.value)
+        if response.status != 401:
+            return response
+        detail = _detail(response)
+        tokens.forget(token)
+    raise MailboxRefusedError(f"Gmail answered 401 to two access tokens in a row, the second just minted: {detail}")
+
+
 class GmailImporter:
-    def __init__(self, base_url: str, tokens: AccessTokenProvider, http: HttpClient) -> None:
+    def __init__(
+        self, base_url: str, tokens: AccessTokenProvider, http: HttpClient, *, labels: LabelIds | None = None
+    ) -> None:
         query = urlencode({"uploadType": "multipart", "internalDateSource": "dateHeader"})
         self._url = f"{base_url.rstrip('/')}{names.GMAIL_IMPORT_UPLOAD_PATH}?{query}"
         self._tokens = tokens
         self._http = http
+        self._labels: LabelIds = labels or _IdsOnly()
 
     def import_message(self, open_body: BodyOpener, labels: Sequence[str]) -> ImportedMessage:
-        """One import. A 401 is retried once with a freshly minted access token (Google's advice).
+        """One import carrying ``labels`` (names or ids), resolved to ids just before the upload.
 
-        One 401 is not a dead token: the refresh token is judged only by the token endpoint
-        (``invalid_grant``). A second 401 in a row, on a token minted a moment ago, means Gmail
-        refuses this account or client, which renewing the token would not fix.
+        A label id Gmail no longer knows (deleted in Gmail after this container cached it) is
+        resolved once more from a fresh list, which recreates a missing label, and the upload is
+        retried once; a second refusal stands (mailbox refused).
         """
-        detail = ""
-        for _ in range(2):
-            token = self._tokens.get()
-            response = self._post(token.value, open_body, labels)
-            if response.status != 401:
-                return _result(response)
-            detail = _detail(response)
-            self._tokens.forget(token)
-        raise MailboxRefusedError(f"Gmail answered 401 to two access tokens in a row, the second just minted: {detail}")
+        label_ids = self._labels.resolve(labels)
+        try:
+            return self._upload(open_body, label_ids)
+        except MailboxRefusedError as refused:
+            if GMAIL_INVALID_LABEL not in refused.reason or not self._labels.stale(labels):
+                raise
+        return self._upload(open_body, self._labels.resolve(labels))
+
+    def _upload(self, open_body: BodyOpener, label_ids: Sequence[str]) -> ImportedMessage:
+        return _result(authorized(self._tokens, lambda access_token: self._post(access_token, open_body, label_ids)))
 
     def _post(self, access_token: str, open_body: BodyOpener, labels: Sequence[str]) -> Response:
         boundary = f"sesmail-{secrets.token_hex(24)}"
@@ -115,10 +166,15 @@ def _result(response: Response) -> ImportedMessage:
             return ImportedMessage(str(payload["id"]), payload.get("threadId"))
         except (ValueError, KeyError, TypeError):
             raise TransientError("Gmail answered success without a message id") from None
-    raise classify_gmail_answer(
+    raise answer_error(response)
+
+
+def answer_error(response: Response) -> SesMailError:
+    """A non-2xx Gmail answer, classified by the one classifier (its detail and reasons extracted here)."""
+    return classify_gmail_answer(
         response.status,
         _detail(response),
-        reasons=_reasons(response),
+        reasons=answer_reasons(response),
         retry_after=parse_retry_after(response.header("Retry-After")),
     )
 
@@ -139,7 +195,7 @@ def _detail(response: Response) -> str:
     return f"{status}: {message}" if status else str(message)
 
 
-def _reasons(response: Response) -> frozenset[str]:
+def answer_reasons(response: Response) -> frozenset[str]:
     """Google's ``errors[].reason`` values and its ``status`` (e.g. ``FAILED_PRECONDITION``)."""
     error = _error_body(response)
     errors = error.get("errors")

@@ -186,6 +186,8 @@ METRIC_PARKED = "MessagesParkedForRetry"
 METRIC_FAILED = "MessagesFailed"
 #: Gmail refused the account or our setup (not a message, not the token): its own alarm.
 METRIC_MAILBOX_REFUSED = "MailboxRefused"
+#: Not imported by the sender-authentication policy (``authFailures: drop``); the raw stays in S3.
+METRIC_REJECTED = "MessagesRejected"
 
 # --- Token lifecycle thresholds ------------------------------------------------------------------
 
@@ -229,6 +231,57 @@ RETRY_EXECUTION_TIMEOUT_SECONDS = 12 * 3600
 GMAIL_API_BASE_URL = "https://gmail.googleapis.com"
 GMAIL_IMPORT_UPLOAD_PATH = "/upload/gmail/v1/users/me/messages/import"
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.insert"
+#: users.labels.list and users.labels.create: label *names* are resolved to ids, and a missing
+#: label is created (sesmail.labels). Google calls it non-sensitive ("Manage labels" guide).
+GMAIL_LABELS_SCOPE = "https://www.googleapis.com/auth/gmail.labels"
+#: What the refresh CLI's consent asks for. A token granted before gmail.labels was added still
+#: imports with label *ids*; label names then park mail until it is renewed once.
+CONSENT_SCOPES = (GMAIL_SCOPE, GMAIL_LABELS_SCOPE)
+#: users.labels.list (GET) and users.labels.create (POST).
+GMAIL_LABELS_PATH = "/gmail/v1/users/me/labels"
+#: Label ids every mailbox has and an import may set ("Manage labels" guide, system labels).
+#: Configured exactly like this, they are ids and need no labels call; CHAT is a system label too,
+#: but an import carrying it is refused ("Invalid label: CHAT").
+GMAIL_SYSTEM_LABEL_IDS = frozenset(
+    {
+        "INBOX",
+        "SPAM",
+        "TRASH",
+        "UNREAD",
+        "STARRED",
+        "IMPORTANT",
+        "SENT",
+        "DRAFT",
+        "CATEGORY_PERSONAL",
+        "CATEGORY_SOCIAL",
+        "CATEGORY_PROMOTIONS",
+        "CATEGORY_UPDATES",
+        "CATEGORY_FORUMS",
+    }
+)
+#: Top-level label names Gmail keeps for itself besides the system ids, compared without case:
+#: users.labels.create answers 400 "Invalid label name". From GAM-team/got-your-back's
+#: ``reserved_labels`` (gyb.py) and its issues #264/#316/#350 (Muted), and lieer (voicemail).
+GMAIL_RESERVED_LABEL_NAMES = frozenset(
+    {
+        "CHAT",
+        "CHATS",
+        "DRAFTS",
+        "BIN",
+        "ALLMAIL",
+        "ARCHIVED",
+        "MIGRATED",
+        "TODO",
+        "TODOS",
+        "BUZZ",
+        "MUTED",
+        "VOICEMAIL",
+    }
+)
+#: Longest label name accepted. Google documents none; 225 characters is the limit Gmail is
+#: reported to enforce by several public Gmail clients. A longer one Gmail refuses is parked as
+#: a refused mailbox (400 "Invalid label name"), never lost.
+GMAIL_MAX_LABEL_NAME_CHARS = 225
 #: Gmail's per-user quota for new projects, and the cost of one messages.import call.
 GMAIL_QUOTA_UNITS_PER_MINUTE = 6000
 GMAIL_IMPORT_QUOTA_UNITS = 25
@@ -244,6 +297,8 @@ ENV_VAR_RETRY_QUEUE_URL = "RETRY_QUEUE_URL"
 ENV_VAR_INBOUND_DLQ_URL = "INBOUND_DLQ_URL"
 ENV_VAR_GMAIL_LABELS = "GMAIL_LABELS"
 ENV_VAR_GMAIL_API_BASE_URL = "GMAIL_API_BASE_URL"
+#: ``spam`` (default), ``drop`` or ``inbox``: what DMARC failures and viruses do (sesmail.verdicts).
+ENV_VAR_AUTH_FAILURES = "AUTH_FAILURES"
 #: Optional: the bucket SES writes to; records naming another bucket are refused, and SES
 #: Lambda-action events (which carry no object location) are read from it.
 ENV_VAR_EMAIL_BUCKET = "EMAIL_BUCKET"
@@ -262,6 +317,8 @@ RETRY_PROCESSOR_SOURCE = "retry-processor"
 #: The forwarder's answer to the retry processor for a queued notification that is not mail
 #: (SES's setup notification): delete it, count it neither delivered nor failed.
 RETRY_STATUS_IGNORED = "ignored"
+#: ... and for a message the sender-authentication policy refused to import (deleted, uncounted).
+RETRY_STATUS_REJECTED = "rejected"
 
 # --- Forwarder in-process retries (bounded by the invocation's remaining time) ------------------
 

@@ -101,7 +101,7 @@ class InsecureClientUri(InsecureTransportError):  # type: ignore[misc]  # oauthl
 
 def obtain_grant(client_json: Mapping[str, Any], *, port: int, open_browser: bool, say: Say) -> Grant:
     """Consent in the browser, then the code exchange; oauthlib's and socket errors propagate as they are."""
-    flow = InstalledAppFlow.from_client_config(dict(client_json), scopes=[names.GMAIL_SCOPE])
+    flow = InstalledAppFlow.from_client_config(dict(client_json), scopes=list(names.CONSENT_SCOPES))
     _require_https(flow.client_config)
     server = _LoopbackServer(port)
     try:
@@ -396,7 +396,7 @@ def _grant_from(token: Mapping[str, Any]) -> Grant:
             f"{GOOGLE_PERMISSIONS_URL} and rerun"
         )
     register_secret(str(refresh_token))
-    scope = token.get("scope") or [names.GMAIL_SCOPE]
+    scope = token.get("scope") or list(names.CONSENT_SCOPES)
     scopes = tuple(scope.split() if isinstance(scope, str) else (str(s) for s in scope))
     expires_in = token.get("refresh_token_expires_in")
     return Grant(str(refresh_token), scopes, None if expires_in is None else int(expires_in))

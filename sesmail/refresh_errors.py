@@ -183,8 +183,9 @@ def _oauth(exc: BaseException, ctx: ErrorContext) -> str | None:
         )
     if isinstance(exc, Warning) and hasattr(exc, "new_scope"):
         return (
-            f"Google granted {getattr(exc, 'new_scope', None)} instead of the Gmail insert permission; rerun and allow "
-            "'Add emails into your Gmail mailbox' on the consent page"
+            f"Google granted {getattr(exc, 'new_scope', None)} instead of the Gmail insert and label permissions; "
+            "rerun and allow both 'Add emails into your Gmail mailbox' and 'See and edit your email labels' on the "
+            "consent page"
         )
     return None
 

@@ -5,7 +5,7 @@ It drains the whole retry queue, batch after batch, until a receive comes back e
     Receive (<= 10) -> Map (bounded concurrency) over the messages:
         invoke the forwarder {"source": "retry-processor", "notification": <body>}
           delivered / already-delivered       -> delete the message
-          ignored (not mail)                   -> delete it, counted in neither total
+          ignored (not mail) / rejected (policy) -> delete it, counted in neither total
           TransientError (and Lambda hiccups)  -> retried: 30 s, x2, 3 attempts
           PermanentError, retries exhausted,
           or an answer without a status        -> copy to the retry DLQ with the reason, then delete
@@ -259,7 +259,12 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                         {
                             "And": [
                                 {"Variable": "$.result.Payload.status", "IsPresent": True},
-                                {"Variable": "$.result.Payload.status", "StringEquals": names.RETRY_STATUS_IGNORED},
+                                {
+                                    "Or": [
+                                        {"Variable": "$.result.Payload.status", "StringEquals": status}
+                                        for status in (names.RETRY_STATUS_IGNORED, names.RETRY_STATUS_REJECTED)
+                                    ]
+                                },
                             ],
                             "Next": "DeleteIgnored",
                         },
@@ -267,7 +272,8 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                     "Default": "UnexpectedAnswer",
                 },
                 "DeleteDelivered": _delete(arn, queue_url, outcome=DELIVERED),
-                # Not mail (SES's setup notification): removed, counted in neither total.
+                # Not mail (SES's setup notification), or refused by the sender-authentication
+                # policy (its raw message stays in S3): removed, counted in neither total.
                 "DeleteIgnored": _delete(arn, queue_url, outcome=names.RETRY_STATUS_IGNORED),
                 "UnexpectedAnswer": {
                     "Type": "Pass",

@@ -336,6 +336,20 @@ class AccessTokenProvider:
         if self._access is not None and self._access.value == token.value:
             self._access = None
 
+    def renewed(self) -> bool:
+        """Re-read the stored refresh token: True, and the cached access token dropped, if it changed.
+
+        For a refusal that only a renewal fixes (a scope the loaded grant lacks): the operator may
+        just have renewed, and a warm container would otherwise keep minting from the grant it
+        loaded when it started, for as long as that grant lives.
+        """
+        reread = self._load()
+        if self._credentials is not None and reread.version == self._credentials.version:
+            return False
+        log.info("refresh token changed in SSM; using the new one", extra={"event": "token.reloaded"})
+        self._credentials, self._access, self._dead_version = reread, None, None
+        return True
+
     def _mint(self, credentials: _Credentials) -> AccessToken:
         token = mint_access_token(self._http, credentials.client, credentials.refresh_token.token, clock=self._clock)
         log.info("minted a Gmail access token", extra={"event": "token.minted"})

@@ -178,6 +178,23 @@ def test_a_configured_label_the_mailbox_lacks_refuses_the_mailbox(
     assert _retry(ready) == MailboxRefusedError.__name__
 
 
+def test_label_names_on_a_token_without_the_label_scope_park_with_how_to_renew(
+    ready: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token granted before gmail.labels joined the consent: users.labels.list answers 403
+    insufficientPermissions. Every message would fail alike, so it is parked, and the reason
+    says the one command that fixes it; the token itself works (no token alarm)."""
+    ready.cold_start(extra_labels=("Receipts",))
+    outcome = _inbound(ready, capsys)
+    assert (outcome.where, outcome.error_type) == (PARKED, "MailboxRefusedError")
+    assert f"renew once to grant label access: {names.refresh_command('test')}" in outcome.reason
+    assert "insufficient authentication scopes" in outcome.reason  # Google's own words kept
+    assert outcome.metrics.get(names.METRIC_MAILBOX_REFUSED) == 1
+    assert names.METRIC_TOKEN_HOURS not in outcome.metrics
+    assert ready.google.import_requests == 0  # refused before any upload
+    assert _retry(ready) == MailboxRefusedError.__name__
+
+
 def test_two_401s_in_a_row_refuse_the_mailbox_not_the_token(ready: World, capsys: pytest.CaptureFixture[str]) -> None:
     ready.google.fail_gmail(401, times=PERSISTENT)
     mints = len(ready.google.issued_access_tokens())

@@ -19,7 +19,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.fakes.google import IMPORT_PATH, MAX_MESSAGE_BYTES, SYSTEM_LABELS, FakeGoogle
+from tests.fakes.google import (
+    GMAIL_INSERT_SCOPE,
+    IMPORT_PATH,
+    IMPORT_QUOTA_UNITS,
+    LABELS_CREATE_QUOTA_UNITS,
+    LABELS_LIST_QUOTA_UNITS,
+    LABELS_PATH,
+    MAX_MESSAGE_BYTES,
+    SYSTEM_LABELS,
+    FakeGoogle,
+    LabelCall,
+)
 
 BOUNDARY = "b0und4ry-fake"
 QUERY = "uploadType=multipart&internalDateSource=dateHeader&neverMarkSpam=true"
@@ -365,7 +376,7 @@ def test_a_user_label_exists_only_once_created(google: FakeGoogle) -> None:
         {"id": "Label_1", "name": "Receipts", "type": "user"},
         {"id": "Label_2", "name": "Family/School", "type": "user"},
     ]
-    assert {label["id"] for label in google.labels if label["type"] == "system"} == SYSTEM_LABELS
+    assert {label["id"] for label in google.labels if label["type"] == "system"} == SYSTEM_LABELS | {"CHAT"}
     with pytest.raises(ValueError, match="exists"):
         google.add_label("receipts")  # Gmail's label names are unique regardless of case
 
@@ -785,7 +796,7 @@ def test_consent_with_unknown_client_is_an_error_page(google: FakeGoogle) -> Non
 
 
 def test_unknown_path_is_json_404(google: FakeGoogle) -> None:
-    status, headers, body = _request(_connection(google), "GET", "/gmail/v1/users/me/labels")
+    status, headers, body = _request(_connection(google), "GET", "/gmail/v1/users/me/drafts")
 
     assert status == 404
     assert headers["Content-Type"].startswith("application/json")
@@ -802,3 +813,224 @@ def test_client_json_has_the_console_shape(google: FakeGoogle, kind: str, redire
     assert section["redirect_uris"] == [redirect]
     assert {"project_id", "auth_provider_x509_cert_url"} <= section.keys()
     assert google.internal_errors == []
+
+
+# --- users.labels.list and users.labels.create ----------------------------------------------------
+# What the forwarder's label resolver needs of Gmail's labels API, as strict as Gmail: each method's
+# own scopes, Gmail's rules for names, the 409 for a taken name (tests/fakes/google.py cites why).
+
+_LABELS_SCOPE = "https://www.googleapis.com/auth/gmail.labels"
+_READONLY_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
+_VISIBLE = {"labelListVisibility": "labelShow", "messageListVisibility": "show"}
+_INSUFFICIENT = {
+    "code": 403,
+    "message": "Request had insufficient authentication scopes.",
+    "errors": [{"message": "Insufficient Permission", "domain": "global", "reason": "insufficientPermissions"}],
+    "status": "PERMISSION_DENIED",
+}
+
+
+def _labels_call(
+    google: FakeGoogle, token: str, body: object = None, *, query: str = "", raw: bytes | None = None
+) -> tuple[int, Any]:
+    """GET (no body) or POST (a JSON body, or ``raw`` bytes) /gmail/v1/users/me/labels; status and JSON."""
+    path = LABELS_PATH + (f"?{query}" if query else "")
+    headers = {"Authorization": f"Bearer {token}"}
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers.update({"Content-Type": "application/json", "Content-Length": str(len(data))})
+    status, _, answer = _request(_connection(google), "GET" if data is None else "POST", path, data, headers)
+    return status, json.loads(answer)
+
+
+def _labels_token(google: FakeGoogle, scope: str = f"{GMAIL_INSERT_SCOPE} {_LABELS_SCOPE}") -> str:
+    return _access_token(google, google.issue_refresh_token(scope))
+
+
+def test_labels_list_shows_system_labels_then_user_labels(google: FakeGoogle) -> None:
+    google.add_label("Receipts")
+
+    status, payload = _labels_call(google, _labels_token(google))
+
+    assert status == 200
+    system = [label for label in payload["labels"] if label["type"] == "system"]
+    assert {label["id"] for label in system} == SYSTEM_LABELS | {"CHAT"}  # CHAT is listed, never importable
+    assert all(label["name"] == label["id"] for label in system)
+    assert payload["labels"][-1] == {"id": "Label_1", "name": "Receipts", "type": "user"}
+    assert google.label_calls == [LabelCall("list", None, 200)]
+
+
+def test_labels_create_answers_the_label_and_the_id_imports(google: FakeGoogle) -> None:
+    token = _labels_token(google)
+
+    status, created = _labels_call(google, token, {"name": "Family/School", **_VISIBLE})
+
+    assert status == 200
+    assert created == {"id": "Label_1", "name": "Family/School", **_VISIBLE, "type": "user"}
+    assert _labels_call(google, token)[1]["labels"][-1] == created
+    assert _import(_connection(google), token, _multipart(_RAW, ["INBOX", "Label_1"]))[0] == 200
+    assert google.label_calls == [LabelCall("create", "Family/School", 200), LabelCall("list", None, 200)]
+
+
+@pytest.mark.parametrize("taken", ["Receipts", "receipts", "RECEIPTS"])
+def test_a_name_taken_in_any_case_is_409_label_name_exists_or_conflicts(google: FakeGoogle, taken: str) -> None:
+    google.add_label("Receipts")
+
+    status, payload = _labels_call(google, _labels_token(google), {"name": taken, **_VISIBLE})
+
+    assert status == 409
+    assert payload["error"] == {
+        "code": 409,
+        "message": "Label name exists or conflicts",
+        "errors": [{"message": "Label name exists or conflicts", "domain": "global", "reason": "aborted"}],
+        "status": "ABORTED",
+    }
+    assert [label["name"] for label in google.labels if label["type"] == "user"] == ["Receipts"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Inbox", id="a-system-label-in-another-case"),
+        pytest.param("SPAM", id="a-system-label-id"),
+        pytest.param("chat", id="chat"),
+        pytest.param("Muted", id="reserved-muted"),
+        pytest.param("Inbox/Receipts", id="nested-under-a-system-label"),
+        pytest.param("Family//School", id="empty-level"),
+        pytest.param("Family/", id="trailing-slash"),
+        pytest.param(" Receipts", id="leading-space"),
+        pytest.param("Unread\r", id="control-character"),
+        pytest.param("x" * 226, id="longer-than-225"),
+        pytest.param("   ", id="blank"),
+    ],
+)
+def test_a_name_gmail_refuses_is_400_invalid_label_name(google: FakeGoogle, name: str) -> None:
+    status, payload = _labels_call(google, _labels_token(google), {"name": name, **_VISIBLE})
+
+    assert status == 400
+    assert payload["error"]["errors"] == [
+        {"message": "Invalid label name", "domain": "global", "reason": "invalidArgument"}
+    ]
+    assert not [label for label in google.labels if label["type"] == "user"]
+
+
+def test_the_longest_accepted_name_is_225_characters(google: FakeGoogle) -> None:
+    assert _labels_call(google, _labels_token(google), {"name": "x" * 225})[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "field"),
+    [
+        pytest.param(
+            {"name": "Receipts", "colour": "red"},
+            "Invalid JSON payload received. Unknown name \"colour\" at 'label': Cannot find field.",
+            "label",
+            id="unknown-field",
+        ),
+        pytest.param(
+            {"name": "Receipts", "labelListVisibility": "show"},
+            "Invalid value at 'label.label_list_visibility' (TYPE_ENUM), \"show\"",
+            "label.label_list_visibility",
+            id="bad-visibility",
+        ),
+        pytest.param(
+            ["Receipts"], "Invalid JSON payload received. Root element must be a message.", "label", id="list"
+        ),
+    ],
+)
+def test_a_create_body_that_is_no_label_is_refused(google: FakeGoogle, body: object, message: str, field: str) -> None:
+    status, payload = _labels_call(google, _labels_token(google), body)
+
+    assert status == 400
+    assert payload["error"] == _parse_failure(message, field)
+
+
+def test_labels_calls_take_only_the_global_query_parameters(google: FakeGoogle) -> None:
+    token = _labels_token(google)
+
+    assert _labels_call(google, token, query="prettyPrint=false&fields=labels(id,name)")[0] == 200
+    status, payload = _labels_call(google, token, query="includeHidden=true")
+    assert status == 400
+    assert payload["error"]["errors"][0]["reason"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("scope", "list_status", "create_status"),
+    [
+        pytest.param(GMAIL_INSERT_SCOPE, 403, 403, id="insert-only-a-token-from-before-labels"),
+        pytest.param(_READONLY_SCOPE, 200, 403, id="readonly-lists-but-cannot-create"),
+        pytest.param("https://www.googleapis.com/auth/gmail.metadata", 200, 403, id="metadata-lists"),
+        pytest.param(_LABELS_SCOPE, 200, 200, id="labels"),
+        pytest.param("https://www.googleapis.com/auth/gmail.modify", 200, 200, id="modify"),
+        pytest.param("https://mail.google.com/", 200, 200, id="full"),
+    ],
+)
+def test_each_labels_method_takes_its_documented_scopes(
+    google: FakeGoogle, scope: str, list_status: int, create_status: int
+) -> None:
+    token = _labels_token(google, scope)
+
+    listed, list_payload = _labels_call(google, token)
+    created, create_payload = _labels_call(google, token, {"name": "Receipts"})
+
+    assert (listed, created) == (list_status, create_status)
+    for status, payload in ((listed, list_payload), (created, create_payload)):
+        if status == 403:
+            assert payload["error"] == _INSUFFICIENT
+
+
+def test_labels_calls_need_a_live_token(google: FakeGoogle) -> None:
+    status, payload = _labels_call(google, "ya29.not-a-token")
+
+    assert status == 401
+    assert payload["error"]["errors"][0]["reason"] == "authError"
+
+
+def test_labels_calls_cost_their_quota_units(google: FakeGoogle) -> None:
+    google.quota_units_per_minute = IMPORT_QUOTA_UNITS + LABELS_CREATE_QUOTA_UNITS + LABELS_LIST_QUOTA_UNITS
+    token = _labels_token(google)
+
+    assert _labels_call(google, token)[0] == 200
+    assert _labels_call(google, token, {"name": "Receipts"})[0] == 200
+    assert _import(_connection(google), token, _GOOD)[0] == 200
+    status, payload = _labels_call(google, token)
+    assert status == 429
+    assert payload["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+
+
+def test_injected_labels_failures_come_first(google: FakeGoogle) -> None:
+    google.fail_labels(503, times=2)
+
+    assert _labels_call(google, "not-even-a-token")[0] == 503
+    assert _labels_call(google, _labels_token(google), {"name": "Receipts"})[0] == 503
+    assert _labels_call(google, _labels_token(google))[0] == 200
+    assert [call.status for call in google.label_calls] == [503, 503, 200]
+    assert google.import_requests == 0  # an import is not a labels call, and vice versa
+
+
+def test_a_deleted_label_is_an_invalid_label_afterwards(google: FakeGoogle) -> None:
+    label_id = google.add_label("Receipts")
+    google.delete_label("receipts")  # Gmail's UI finds it in any case, too
+
+    error = _refused(google, _multipart(_RAW, ["INBOX", label_id]))
+
+    assert error["message"] == f"Invalid label: {label_id}"
+    assert google.add_label("Receipts") != label_id  # ids are never reused
+
+
+def test_the_consent_takes_the_label_scope_and_refuses_unknown_scopes(google: FakeGoogle) -> None:
+    both = f"{GMAIL_INSERT_SCOPE} {_LABELS_SCOPE}"
+    assert _consent(google, scope=both)["scope"] == [both]
+
+    query = urlencode(
+        {
+            "client_id": google.client_id,
+            "redirect_uri": "http://127.0.0.1:8765/",
+            "response_type": "code",
+            "scope": f"{GMAIL_INSERT_SCOPE} https://www.googleapis.com/auth/gmail.everything",
+        }
+    )
+    status, _, body = _request(_connection(google), "GET", f"/o/oauth2/auth?{query}")
+
+    assert status == 400
+    assert b"invalid_scope" in body and b"gmail.everything" in body

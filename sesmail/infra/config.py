@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 
 from sesmail import names
+from sesmail.labels import NESTING, is_label_id
+from sesmail.verdicts import AuthFailures
 
 NAMESPACE = names.PROJECT  # config keys are "ses-mail:<key>"
 
@@ -26,6 +29,7 @@ KEY_EXTRA_LABELS = "extraLabels"
 KEY_RETAIN_DAYS = "retainDays"
 KEY_TOKEN_LIFETIME_DAYS = "tokenLifetimeDays"
 KEY_RULE_SET_NAME = "ruleSetName"
+KEY_AUTH_FAILURES = "authFailures"
 KEYS = (
     KEY_DOMAINS,
     KEY_RECIPIENTS,
@@ -34,6 +38,7 @@ KEYS = (
     KEY_RETAIN_DAYS,
     KEY_TOKEN_LIFETIME_DAYS,
     KEY_RULE_SET_NAME,
+    KEY_AUTH_FAILURES,
 )
 
 # Lowercase labels; the top-level label is letters, or an IDN in punycode (xn--...).
@@ -41,11 +46,9 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+(
 _LOCAL_PART_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$")
 # SES: letters, digits, '.', '_' and '-'; starts and ends with a letter or digit; < 64 chars.
 _RULE_SET_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
-# Gmail label ids are opaque ("Label_123", "IMPORTANT"); they travel comma-joined in GMAIL_LABELS.
-#: Gmail label *ids*: a user label's is ``Label_<n>``, a system label's is upper case (INBOX,
-#: STARRED, IMPORTANT, CATEGORY_UPDATES, ...). A label *name* ("Work") would make Gmail refuse
-#: every import with 400, which sends all mail to the DLQ, so it is refused here instead.
-_LABEL_RE = re.compile(r"^(Label_[0-9]+|[A-Z][A-Z0-9_]*)$")
+# extraLabels are Gmail label names as Gmail shows them ("Receipts", "Family/School"), which the
+# forwarder resolves (and creates) through Gmail's labels API, or ids ("Label_12", "IMPORTANT"),
+# which it passes through. Both travel comma-joined in GMAIL_LABELS.
 _MAX_RETAIN_DAYS = 3650
 _MAX_TOKEN_LIFETIME_DAYS = 365
 
@@ -66,6 +69,7 @@ class StackConfig:
     retain_days: int
     token_lifetime_days: int
     rule_set_name: str | None
+    auth_failures: AuthFailures = AuthFailures.SPAM
 
     @property
     def receipt_recipients(self) -> tuple[str, ...]:
@@ -113,15 +117,7 @@ class StackConfig:
                 )
         _no_duplicates(KEY_ALERT_EMAILS, alert_emails)
 
-        extra_labels = _string_list(raw, KEY_EXTRA_LABELS)
-        for label in extra_labels:
-            if not _LABEL_RE.match(label):
-                raise ConfigError(
-                    f"config '{NAMESPACE}:{KEY_EXTRA_LABELS}': {label!r} is not a Gmail label id "
-                    "(e.g. Label_12 or IMPORTANT; a label's id, not its name, is listed by the Gmail "
-                    "API's users.labels.list)"
-                )
-        _no_duplicates(KEY_EXTRA_LABELS, extra_labels)
+        extra_labels = _extra_labels(raw)
 
         retain_days = _int(raw, KEY_RETAIN_DAYS, names.DEFAULT_RETAIN_DAYS, 1, _MAX_RETAIN_DAYS)
         token_lifetime_days = _int(
@@ -140,6 +136,15 @@ class StackConfig:
                 "to create and activate our own rule set."
             )
 
+        try:
+            auth_failures = AuthFailures.parse(raw.get(KEY_AUTH_FAILURES))
+        except ValueError:
+            raise ConfigError(
+                f"config '{NAMESPACE}:{KEY_AUTH_FAILURES}' is {raw.get(KEY_AUTH_FAILURES)!r}: use spam (DMARC "
+                "quarantine/reject failures and viruses to Spam, the default), drop (DMARC reject failures and "
+                "viruses not imported) or inbox (no sender-authentication filtering)"
+            ) from None
+
         return cls(
             env=env,
             domains=domains,
@@ -149,6 +154,7 @@ class StackConfig:
             retain_days=retain_days,
             token_lifetime_days=token_lifetime_days,
             rule_set_name=rule_set_name,
+            auth_failures=auth_failures,
         )
 
 
@@ -210,6 +216,83 @@ def _check_recipient(recipient: str, domains: tuple[str, ...]) -> None:
             f"config '{NAMESPACE}:{KEY_RECIPIENTS}': {recipient!r} is not under any of the "
             f"configured domains ({', '.join(domains)}); SES would never receive its mail"
         )
+
+
+def _extra_labels(raw: Mapping[str, str | None]) -> tuple[str, ...]:
+    """``extraLabels``: label names as Gmail shows them, or ids; each mistake refused in one sentence.
+
+    A name Gmail would refuse to create would park every message at its first delivery (mailbox
+    refused), so Gmail's rules for names are checked here, before anything is deployed.
+    """
+    where = f"config '{NAMESPACE}:{KEY_EXTRA_LABELS}'"
+    for item in _verbatim_items(raw, KEY_EXTRA_LABELS):
+        if not item.strip():
+            raise ConfigError(f"{where} lists an empty label name; remove it")
+        if item != item.strip():
+            spaced = "starts or ends with a space, which a Gmail label name cannot"
+            raise ConfigError(f"{where}: {item!r} {_CONTROL_CHARACTER if _has_control_character(item) else spaced}")
+    labels = _string_list(raw, KEY_EXTRA_LABELS)
+    seen: dict[str, str] = {}
+    for label in labels:
+        problem = None if is_label_id(label) else _label_name_problem(label)
+        if problem:
+            raise ConfigError(f"{where}: {label!r} {problem}")
+        earlier = seen.setdefault(label.casefold(), label)
+        if earlier != label:
+            raise ConfigError(f"{where} lists {label!r} and {earlier!r}, one Gmail label (names ignore case)")
+    _no_duplicates(KEY_EXTRA_LABELS, labels)
+    return labels
+
+
+def _verbatim_items(raw: Mapping[str, str | None], key: str) -> list[str]:
+    """The items of a YAML (JSON) list as written; ``_string_list`` has checked it is one."""
+    text = (raw.get(key) or "").strip()
+    if not text.startswith("["):
+        return []  # "a, b": the spaces after the commas are the separator's
+    items = json.loads(text)
+    return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
+
+
+def _label_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a Gmail label name (the rest of a sentence), or None."""
+    return _label_shape_problem(name) or _reserved_label_problem(name.split(NESTING))
+
+
+def _label_shape_problem(name: str) -> str | None:
+    """Characters, length and nesting: what Gmail (or GMAIL_LABELS) could not carry."""
+    levels = name.split(NESTING)
+    if "," in name:
+        return "contains a comma, which the forwarder's comma-separated GMAIL_LABELS cannot carry; rename the label"
+    if _has_control_character(name):
+        return _CONTROL_CHARACTER
+    if len(name) > names.GMAIL_MAX_LABEL_NAME_CHARS:
+        return f"is {len(name)} characters long; a Gmail label name has at most {names.GMAIL_MAX_LABEL_NAME_CHARS}"
+    if any(not level for level in levels):
+        return "has an empty level: write a nested label as Parent/Child, without a leading, trailing or double '/'"
+    if any(level != level.strip() for level in levels):
+        return "has a level that starts or ends with a space: write a nested label as Parent/Child"
+    return None
+
+
+_CONTROL_CHARACTER = "contains a control character, which Gmail refuses in a label name"
+
+
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def _reserved_label_problem(levels: list[str]) -> str | None:
+    """A top level Gmail keeps for itself: a system label's name (any case), or another reserved one."""
+    top = levels[0]
+    system = next((i for i in sorted(names.GMAIL_SYSTEM_LABEL_IDS) if i.casefold() == top.casefold()), None)
+    if system is None and top.upper() not in names.GMAIL_RESERVED_LABEL_NAMES:
+        return None
+    if len(levels) > 1:
+        parent = f"Gmail's system label {system}" if system else f"{top!r}, a name Gmail keeps for itself"
+        return f"nests under {parent}; a nested label needs a parent label of your own"
+    if system is not None:
+        return f"is Gmail's system label {system} (names ignore case): write {system} to apply it, or pick another name"
+    return "is a name Gmail keeps for itself and refuses to create; choose another name"
 
 
 def _no_duplicates(key: str, values: tuple[str, ...]) -> None:

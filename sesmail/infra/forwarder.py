@@ -22,6 +22,7 @@ from sesmail.infra.lambda_package import (  # noqa: F401  (re-exported: tests an
 from sesmail.infra.mail_intake import MailIntake
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
+from sesmail.verdicts import AuthFailures
 
 
 def forwarder_environment(
@@ -31,6 +32,7 @@ def forwarder_environment(
     inbound_dlq_url: pulumi.Input[str],
     email_bucket: pulumi.Input[str],
     extra_labels: Sequence[str],
+    auth_failures: AuthFailures = AuthFailures.SPAM,
 ) -> dict[str, pulumi.Input[str]]:
     """The handler's environment contract (DESIGN.md); GMAIL_LABELS only when labels exist."""
     variables: dict[str, pulumi.Input[str]] = {
@@ -38,6 +40,7 @@ def forwarder_environment(
         names.ENV_VAR_RETRY_QUEUE_URL: retry_queue_url,
         names.ENV_VAR_INBOUND_DLQ_URL: inbound_dlq_url,
         names.ENV_VAR_EMAIL_BUCKET: email_bucket,
+        names.ENV_VAR_AUTH_FAILURES: auth_failures.value,
     }
     if extra_labels:
         variables[names.ENV_VAR_GMAIL_LABELS] = ",".join(extra_labels)
@@ -59,6 +62,7 @@ class Forwarder(pulumi.ComponentResource):
         *,
         env: str,
         extra_labels: Sequence[str],
+        auth_failures: AuthFailures,
         tokens: Tokens,
         intake: MailIntake,
         retry: Retry,
@@ -95,6 +99,7 @@ class Forwarder(pulumi.ComponentResource):
                 inbound_dlq_url=intake.inbound_dlq.url,
                 email_bucket=intake.bucket.id,
                 extra_labels=extra_labels,
+                auth_failures=auth_failures,
             ),
             tags=tags,
             archive_root=archive_root,

@@ -22,7 +22,7 @@ import email.utils
 import json
 import operator
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -132,8 +132,13 @@ class SimulatedSes:
         recipient: str = "bob@example.com",
         sender: str = "Alice <alice@example.org>",
         subject: str | None = None,
+        verdicts: Mapping[str, Any] | None = None,
     ) -> Arrival:
-        """One message arrives now (by the simulated clock); returns what SES stored and published."""
+        """One message arrives now (by the simulated clock); returns what SES stored and published.
+
+        ``verdicts`` replaces receipt fields (``dmarcVerdict``, ``dmarcPolicy``, ...): what SES
+        decided about the sender's authentication, all PASS by default.
+        """
         actions = self.s3_actions(recipient)
         if not actions:
             raise AssertionError(f"no active receipt rule accepts {recipient}: SES would bounce it")
@@ -147,6 +152,7 @@ class SimulatedSes:
             key = f"{action.get('ObjectKeyPrefix', '')}{message_id}"
             self._s3.put_object(Bucket=action["BucketName"], Key=key, Body=raw)
             notification = _notification(message_id, now, action, key, recipient, sender, subject or f"Message {label}")
+            notification["receipt"].update(verdicts or {})
             if action.get("TopicArn"):
                 self._sns.publish(
                     TopicArn=action["TopicArn"], Subject=SES_NOTIFICATION_SUBJECT, Message=json.dumps(notification)

@@ -8,10 +8,12 @@ requests as strictly as Google does.
 
 Where the forwarder's requests could differ from a correct one, the import endpoint is at least as
 strict as Gmail (DESIGN.md, "Proven against the real rules"): labels must exist in the mailbox
-(system labels, or user labels a test registered with :meth:`FakeGoogle.add_label`), query
-parameters and metadata fields must be those of Gmail's discovery document with values of the
-right type, the message may not exceed the document's ``maxSize``, and every error has Google's
-JSON shape. Each rule's source is cited where it is defined.
+(system labels, user labels a test registered with :meth:`FakeGoogle.add_label`, or ones created
+through the labels API), query parameters and metadata fields must be those of Gmail's discovery
+document with values of the right type, the message may not exceed the document's ``maxSize``,
+and every error has Google's JSON shape. ``users.labels.list`` and ``users.labels.create`` are as
+strict: each method's own scopes, Gmail's rules for names, 409 for a name that exists in any case.
+Each rule's source is cited where it is defined.
 
 Standard library only, so it runs anywhere the tests run. All mutable state sits behind one
 ``threading.Lock``; the server handles each connection on its own thread.
@@ -45,7 +47,9 @@ from typing import IO, Any, Final, NamedTuple, Protocol, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 GMAIL_INSERT_SCOPE: Final = "https://www.googleapis.com/auth/gmail.insert"
+GMAIL_LABELS_SCOPE: Final = "https://www.googleapis.com/auth/gmail.labels"
 IMPORT_PATH: Final = "/upload/gmail/v1/users/me/messages/import"
+LABELS_PATH: Final = "/gmail/v1/users/me/labels"
 TOKEN_PATH: Final = "/token"
 AUTH_PATH: Final = "/o/oauth2/auth"
 
@@ -55,6 +59,9 @@ AUTH_PATH: Final = "/o/oauth2/auth"
 #: (media) part. The same document gives messages.send and drafts 36700160 (35 MiB).
 MAX_MESSAGE_BYTES: Final = 52_428_800
 IMPORT_QUOTA_UNITS: Final = 25  # users.messages.import cost in Gmail's per-user quota
+#: users.labels.list and users.labels.create ("Usage limits", per-method quota usage).
+LABELS_LIST_QUOTA_UNITS: Final = 1
+LABELS_CREATE_QUOTA_UNITS: Final = 5
 QUOTA_WINDOW_SECONDS: Final = 60.0
 AUTH_CODE_LIFETIME_SECONDS: Final = 600.0
 
@@ -65,6 +72,45 @@ _HEAD_BYTES: Final = 256 * 1024  # metadata part and part headers must fit in he
 # Scopes that allow users.messages.import (Gmail API reference).
 _IMPORT_SCOPES: Final = frozenset(
     {GMAIL_INSERT_SCOPE, "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"}
+)
+# "Authorization scopes" of users.labels.create, and of users.labels.list (which also takes the
+# read-only ones) in the Gmail API reference. gmail.insert allows neither.
+_LABELS_CREATE_SCOPES: Final = frozenset(
+    {GMAIL_LABELS_SCOPE, "https://www.googleapis.com/auth/gmail.modify", "https://mail.google.com/"}
+)
+_LABELS_LIST_SCOPES: Final = _LABELS_CREATE_SCOPES | {
+    "https://www.googleapis.com/auth/gmail.readonly",
+    "https://www.googleapis.com/auth/gmail.metadata",
+}
+# What the consent endpoint knows: Gmail's scopes ("Choose Gmail API scopes") and sign-in's own.
+# Anything else is Google's error page "Error 400: invalid_scope".
+_KNOWN_SCOPES: Final = frozenset(
+    {
+        "https://mail.google.com/",
+        *(
+            f"https://www.googleapis.com/auth/gmail.{name}"
+            for name in (
+                "insert",
+                "labels",
+                "modify",
+                "readonly",
+                "metadata",
+                "compose",
+                "send",
+                "settings.basic",
+                "settings.sharing",
+                "addons.current.action.compose",
+                "addons.current.message.action",
+                "addons.current.message.metadata",
+                "addons.current.message.readonly",
+            )
+        ),
+        "openid",
+        "email",
+        "profile",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+    }
 )
 #: Label ids every mailbox has (Gmail API guide "Manage labels", system labels). CHAT is left out:
 #: Gmail answers an import carrying it with 400 "Invalid label: CHAT" (seen in
@@ -86,6 +132,27 @@ SYSTEM_LABELS: Final = frozenset(
         "CATEGORY_FORUMS",
     }
 )
+#: What users.labels.list shows besides SYSTEM_LABELS: CHAT is a system label an import may not set.
+LISTED_SYSTEM_LABELS: Final = SYSTEM_LABELS | {"CHAT"}
+#: Top-level names users.labels.create refuses with 400 "Invalid label name", compared without case:
+#: every system label's ("Manage labels" guide: "System label names are reserved; no USER label can
+#: be created with the same name as any SYSTEM label") and those Gmail clients found reserved
+#: (GAM-team/got-your-back gyb.py ``reserved_labels``; its issues #264, #316, #350 for Muted).
+RESERVED_LABEL_NAMES: Final = frozenset(
+    {label.casefold() for label in LISTED_SYSTEM_LABELS}
+    | {"chats", "drafts", "bin", "allmail", "archived", "migrated", "todo", "todos", "buzz", "muted", "voicemail"}
+)
+#: Google documents no maximum; public Gmail clients report 225 characters, so the fake refuses more.
+MAX_LABEL_NAME_CHARS: Final = 225
+#: users.labels.create's 409 (seen live: gauteh/lieer issues #29 and #207, also for a case-only
+#: difference, with ``errors[0]`` ``{"domain": "global", "reason": "aborted"}``).
+LABEL_EXISTS: Final = "Label name exists or conflicts"
+#: users.labels.create's 400 for a reserved or malformed name (got-your-back issues #188, #350, #442).
+INVALID_LABEL_NAME: Final = "Invalid label name"
+_LABEL_VISIBILITY: Final = {
+    "labelListVisibility": frozenset({"labelShow", "labelShowIfUnread", "labelHide"}),
+    "messageListVisibility": frozenset({"show", "hide"}),
+}
 _GOOGLE_STATUS: Final = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -134,6 +201,15 @@ class ImportedMessage:
     label_ids: list[str]
     params: dict[str, str]  # query string of the import request
     access_token: str
+
+
+@dataclass(frozen=True)
+class LabelCall:
+    """One users.labels request: ``list`` or ``create`` (with the name asked for), and the status answered."""
+
+    method: str
+    name: str | None
+    status: int
 
 
 # --- internal records ------------------------------------------------------------------------
@@ -307,11 +383,11 @@ def _injected_reply(
 
 
 class FakeGoogle:
-    """Google's token, consent and Gmail import endpoints with scriptable failures.
+    """Google's token and consent endpoints, Gmail's import and labels endpoints, with scriptable failures.
 
     Configuration attributes (``quota_units_per_minute``, ``consent_behavior``,
-    ``return_refresh_token``, ``refresh_token_expires_in``, ``access_token_lifetime``) may be
-    set at any time; recorded state is exposed as copies taken under the lock.
+    ``return_refresh_token``, ``refresh_token_expires_in``, ``access_token_lifetime``,
+    ``granted_scopes``) may be set at any time; recorded state is exposed as copies taken under the lock.
     """
 
     def __init__(self, *, access_token_lifetime: int = 3599, store_bodies: bool = True) -> None:
@@ -321,6 +397,8 @@ class FakeGoogle:
         self.consent_behavior: str = "approve"
         self.return_refresh_token: bool = True
         self.refresh_token_expires_in: int | None = None
+        #: Google's granular consent: the requested scopes the user left ticked (None: all of them).
+        self.granted_scopes: frozenset[str] | None = None
         self.client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
         self.client_secret = "GOCSPX-" + secrets.token_urlsafe(21)
 
@@ -336,6 +414,11 @@ class FakeGoogle:
         self._consent_requests: list[dict[str, str]] = []
         self._messages: list[ImportedMessage] = []
         self._user_labels: dict[str, str] = {}  # id -> name, in creation order
+        self._label_visibility: dict[str, dict[str, str]] = {}  # id -> what labels.create was given
+        self._last_label_number = 0
+        self._label_calls: list[LabelCall] = []
+        self._labels_failures: deque[_Reply] = deque()
+        self._label_create_barrier: threading.Barrier | None = None
         self._import_requests = 0
         self._import_delay = 0.0
         self._internal_errors: list[str] = []
@@ -450,11 +533,18 @@ class FakeGoogle:
         if not name.strip():
             raise ValueError("a label needs a name")
         with self._lock:
-            if name.casefold() in (existing.casefold() for existing in self._user_labels.values()):
-                raise ValueError(f"Label name exists or conflicts: {name}")  # Gmail refuses it with 409
-            label_id = f"Label_{len(self._user_labels) + 1}"
-            self._user_labels[label_id] = name
-            return label_id
+            if self._label_named(name) is not None:
+                raise ValueError(f"{LABEL_EXISTS}: {name}")  # Gmail refuses it with 409
+            return self._new_label(name)
+
+    def delete_label(self, name: str) -> None:
+        """Delete a user label, as the Gmail UI would: imports carrying its id are refused from now on."""
+        with self._lock:
+            label_id = self._label_named(name)
+            if label_id is None:
+                raise ValueError(f"no label named {name!r}")
+            del self._user_labels[label_id]
+            self._label_visibility.pop(label_id, None)
 
     def fail_token(
         self,
@@ -492,6 +582,30 @@ class FakeGoogle:
         with self._lock:
             self._gmail_failures.extend([reply] * times)
 
+    def fail_labels(
+        self,
+        status: int,
+        body: dict[str, Any] | str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        *,
+        delay: float = 0.0,
+        disconnect: bool = False,
+    ) -> None:
+        """Script the next ``times`` users.labels responses (list or create; after the body is read, before auth)."""
+        reply = _injected_reply(status, body, headers, _google_error(status, _phrase(status)), delay, disconnect)
+        with self._lock:
+            self._labels_failures.extend([reply] * times)
+
+    def hold_label_creates(self, parties: int, timeout: float = 10.0) -> None:
+        """Hold each users.labels.create until ``parties`` creates are in flight, then answer them all.
+
+        For races: two deliveries that both listed the labels before either created the missing
+        one. Which create wins is up to the threads, as in Gmail; the other gets the 409.
+        """
+        with self._lock:
+            self._label_create_barrier = threading.Barrier(parties, timeout=timeout)
+
     def slow_imports(self, seconds: float) -> None:
         """Make every later import take ``seconds`` longer, its message recorded only at the end.
 
@@ -522,8 +636,13 @@ class FakeGoogle:
     def labels(self) -> list[dict[str, str]]:
         """The mailbox's labels as ``users.labels.list`` describes them: system ones, then user ones."""
         with self._lock:
-            user = [{"id": i, "name": n, "type": "user"} for i, n in self._user_labels.items()]
-        return [*({"id": i, "name": i, "type": "system"} for i in sorted(SYSTEM_LABELS)), *user]
+            return self._label_list()
+
+    @property
+    def label_calls(self) -> list[LabelCall]:
+        """Every users.labels request answered so far, oldest first."""
+        with self._lock:
+            return list(self._label_calls)
 
     @property
     def import_requests(self) -> int:
@@ -551,6 +670,10 @@ class FakeGoogle:
                 return self._handle_consent(request.query)
             if request.path == IMPORT_PATH and request.method == "POST":
                 return self._handle_import(request)
+            if request.path == LABELS_PATH and request.method == "GET":
+                return self._handle_labels_list(request)
+            if request.path == LABELS_PATH and request.method == "POST":
+                return self._handle_label_create(request)
             return _google_error(404, f"Not Found: {request.method} {request.path}")
         except Exception as exc:  # a bug in the fake must be visible, not a hung client
             with self._lock:
@@ -654,6 +777,9 @@ class FakeGoogle:
             return "invalid_request (Missing or unsupported response_type)"
         if not query.get("scope"):
             return "invalid_request (Missing required parameter: scope)"
+        unknown = [scope for scope in query["scope"].split() if scope not in _KNOWN_SCOPES]
+        if unknown:
+            return f"invalid_scope (Some requested scopes were invalid. {{invalid=[{', '.join(unknown)}]}})"
         if query.get("code_challenge_method", "plain") not in ("S256", "plain"):
             return "invalid_request (Invalid code_challenge_method)"
         if self.consent_behavior not in ("approve", "deny", "wrong_state"):
@@ -668,9 +794,11 @@ class FakeGoogle:
             state = "tampered-" + (state or "")
         code = "4/fake-" + secrets.token_urlsafe(32)
         challenge = query.get("code_challenge")
+        granted = self.granted_scopes
+        scope = " ".join(s for s in query["scope"].split() if granted is None or s in granted)
         self._codes[code] = _AuthCode(
             redirect_uri=query["redirect_uri"],
-            scope=query["scope"],
+            scope=scope,
             code_challenge=challenge,
             code_challenge_method=query.get("code_challenge_method", "plain"),
             issued_at=self._now(),
@@ -678,7 +806,7 @@ class FakeGoogle:
         params = {"code": code}
         if state is not None:
             params["state"] = state
-        params["scope"] = query["scope"]
+        params["scope"] = scope
         return params
 
     # -- POST /upload/gmail/v1/users/me/messages/import --------------------------------------
@@ -691,7 +819,7 @@ class FakeGoogle:
             token = self._authenticate(request.headers.get("Authorization"))
             if isinstance(token, _Reply):
                 return token
-            retry_after = self._take_quota()
+            retry_after = self._take_quota(IMPORT_QUOTA_UNITS)
             if retry_after is not None:
                 return _rate_limited(retry_after)
             keep_raw = self.store_bodies
@@ -730,8 +858,80 @@ class FakeGoogle:
         """Ids are matched exactly: ``inbox`` or a label's *name* is not an id."""
         return label_id in SYSTEM_LABELS or label_id in self._user_labels
 
-    def _authenticate(self, authorization: str | None) -> str | _Reply:
-        """The bearer token if it is live and may import, else Google's 401/403 response."""
+    # -- GET and POST /gmail/v1/users/me/labels ----------------------------------------------
+
+    def _handle_labels_list(self, request: _Request) -> _Reply:
+        with self._lock:
+            reply = self._labels_preamble(request, _LABELS_LIST_SCOPES, LABELS_LIST_QUOTA_UNITS)
+            if reply is None:
+                reply = _Reply.json(200, {"labels": self._label_list()})
+            self._label_calls.append(LabelCall("list", None, reply.status))
+            return reply
+
+    def _handle_label_create(self, request: _Request) -> _Reply:
+        with self._lock:
+            reply = self._labels_preamble(request, _LABELS_CREATE_SCOPES, LABELS_CREATE_QUOTA_UNITS)
+            barrier = self._label_create_barrier
+        label: dict[str, str] = {}
+        try:
+            label = _label_to_create(request) if reply is None else label
+        except _ApiError as error:
+            reply = error.reply()
+        if reply is None and barrier is not None:
+            barrier.wait()  # outside the lock: the other creates arrive meanwhile
+        with self._lock:
+            if reply is None:
+                reply = self._create_label(label)
+            self._label_calls.append(LabelCall("create", label.get("name"), reply.status))
+            return reply
+
+    def _labels_preamble(self, request: _Request, scopes: frozenset[str], units: int) -> _Reply | None:
+        """Scripted failure, query string, credentials, scope, quota: the answer, or None to go on."""
+        if self._labels_failures:
+            return self._labels_failures.popleft()
+        try:
+            _check_query_names(request.query, _GLOBAL_QUERY)
+        except _ApiError as error:
+            return error.reply()
+        token = self._authenticate(request.headers.get("Authorization"), scopes)
+        if isinstance(token, _Reply):
+            return token
+        retry_after = self._take_quota(units)
+        return None if retry_after is None else _rate_limited(retry_after)
+
+    def _create_label(self, label: dict[str, str]) -> _Reply:
+        """Gmail's checks on the name, in its order: malformed or reserved (400), then taken (409)."""
+        name = label["name"]
+        if _label_name_refused(name):
+            return _google_error(400, INVALID_LABEL_NAME, "invalidArgument")
+        if self._label_named(name) is not None:
+            return _google_error(409, LABEL_EXISTS, "aborted")
+        label_id = self._new_label(name)
+        visibility = {key: label[key] for key in _LABEL_VISIBILITY if key in label}
+        self._label_visibility[label_id] = visibility
+        return _Reply.json(200, {"id": label_id, "name": name, **visibility, "type": "user"})
+
+    def _new_label(self, name: str) -> str:
+        self._last_label_number += 1
+        label_id = f"Label_{self._last_label_number}"
+        self._user_labels[label_id] = name
+        return label_id
+
+    def _label_named(self, name: str) -> str | None:
+        """The id of the user label called ``name``, compared as Gmail does: without regard to case."""
+        wanted = name.casefold()
+        return next((i for i, existing in self._user_labels.items() if existing.casefold() == wanted), None)
+
+    def _label_list(self) -> list[dict[str, str]]:
+        system = [{"id": i, "name": i, "type": "system"} for i in sorted(LISTED_SYSTEM_LABELS)]
+        user = [
+            {"id": i, "name": n, **self._label_visibility.get(i, {}), "type": "user"}
+            for i, n in self._user_labels.items()
+        ]
+        return [*system, *user]
+
+    def _authenticate(self, authorization: str | None, scopes: frozenset[str] = _IMPORT_SCOPES) -> str | _Reply:
+        """The bearer token if it is live and has one of ``scopes``, else Google's 401/403 response."""
         scheme, _, value = (authorization or "").partition(" ")
         token = self._access_tokens.get(value.strip()) if scheme.lower() == "bearer" else None
         grant = self._grants.get(token.refresh_token) if token else None
@@ -743,7 +943,7 @@ class FakeGoogle:
                 item={"message": "Invalid Credentials", "locationType": "header", "location": "Authorization"},
             )
             return reply.with_headers({"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
-        if not _IMPORT_SCOPES.intersection(token.scope.split()):
+        if not scopes.intersection(token.scope.split()):
             return _google_error(
                 403,
                 "Request had insufficient authentication scopes.",
@@ -752,8 +952,8 @@ class FakeGoogle:
             )
         return value.strip()
 
-    def _take_quota(self) -> int | None:
-        """Charge one import against the sliding window; seconds to wait when over quota."""
+    def _take_quota(self, cost: int) -> int | None:
+        """Charge one call of ``cost`` units against the sliding window; seconds to wait when over quota."""
         limit = self.quota_units_per_minute
         if limit is None:
             return None
@@ -761,14 +961,14 @@ class FakeGoogle:
         while self._quota_log and self._quota_log[0][0] <= now - QUOTA_WINDOW_SECONDS:
             self._quota_log.popleft()
         used = sum(units for _, units in self._quota_log)
-        if used + IMPORT_QUOTA_UNITS <= limit:
-            self._quota_log.append((now, IMPORT_QUOTA_UNITS))
+        if used + cost <= limit:
+            self._quota_log.append((now, cost))
             return None
         for stamp, units in self._quota_log:  # oldest first: when does enough room free up?
             used -= units
-            if used + IMPORT_QUOTA_UNITS <= limit:
+            if used + cost <= limit:
                 return max(1, math.ceil(stamp + QUOTA_WINDOW_SECONDS - now))
-        return math.ceil(QUOTA_WINDOW_SECONDS)  # the limit is below one import's cost
+        return math.ceil(QUOTA_WINDOW_SECONDS)  # the limit is below one call's cost
 
 
 # --- request helpers -------------------------------------------------------------------------
@@ -823,14 +1023,10 @@ class _Choice(NamedTuple):
 
 
 _BOOL: Final = _Choice("TYPE_BOOL", frozenset({"true", "false"}))
-# gmail.users.messages.import's own parameters plus the discovery document's global "parameters",
-# as in gmail.v1.json (see MAX_MESSAGE_BYTES); None = any string. Enum errors name the enum's proto
-# type in the real message, which the document does not reveal, hence TYPE_ENUM here.
-_IMPORT_QUERY: Final[dict[str, _Choice | None]] = {
-    "deleted": _BOOL,
-    "internalDateSource": _Choice("TYPE_ENUM", frozenset({"receivedTime", "dateHeader"})),
-    "neverMarkSpam": _BOOL,
-    "processForCalendar": _BOOL,
+# The discovery document's global "parameters", as in gmail.v1.json (see MAX_MESSAGE_BYTES): all a
+# users.labels list or create takes in its query string. None = any string. Enum errors name the
+# enum's proto type in the real message, which the document does not reveal, hence TYPE_ENUM here.
+_GLOBAL_QUERY: Final[dict[str, _Choice | None]] = {
     "$.xgafv": _Choice("TYPE_ENUM", frozenset({"1", "2"})),
     "access_token": None,
     "alt": _Choice("TYPE_ENUM", frozenset({"json", "media", "proto"})),
@@ -840,8 +1036,16 @@ _IMPORT_QUERY: Final[dict[str, _Choice | None]] = {
     "oauth_token": None,
     "prettyPrint": _BOOL,
     "quotaUser": None,
-    "uploadType": None,  # decided by the upload front end, below
+    "uploadType": None,  # on /upload URLs decided by the upload front end, below
     "upload_protocol": None,
+}
+# gmail.users.messages.import's own parameters plus the global ones.
+_IMPORT_QUERY: Final[dict[str, _Choice | None]] = {
+    "deleted": _BOOL,
+    "internalDateSource": _Choice("TYPE_ENUM", frozenset({"receivedTime", "dateHeader"})),
+    "neverMarkSpam": _BOOL,
+    "processForCalendar": _BOOL,
+    **_GLOBAL_QUERY,
 }
 _UPLOAD_TYPES: Final = frozenset({"multipart", "media", "resumable"})  # mediaUpload.protocols: simple + resumable
 
@@ -849,6 +1053,21 @@ _UPLOAD_TYPES: Final = frozenset({"multipart", "media", "resumable"})  # mediaUp
 def _snake(name: str) -> str:
     """The proto field name Google's messages use for a camelCase JSON name."""
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _check_query_names(query: dict[str, str], allowed: dict[str, _Choice | None]) -> None:
+    """Unknown query parameters and values outside their choices, refused as Google's front end does."""
+    for name, value in query.items():
+        if name not in allowed:
+            raise _parse_failure(
+                f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
+                f"Field '{name}' could not be found in request message.",
+                name,
+            )
+        choice = allowed[name]
+        if choice is not None and value not in choice.values:
+            field_path = _snake(name)
+            raise _parse_failure(f"Invalid value at '{field_path}' ({choice.proto_type}), \"{value}\"", field_path)
 
 
 def _check_import_query(query: dict[str, str]) -> str:
@@ -860,17 +1079,7 @@ def _check_import_query(query: dict[str, str]) -> str:
     ``1``/``0`` is unverified, so the fake is the stricter. A missing or unknown ``uploadType`` on
     an /upload URL gets the upload server's ``wrongUrlForUpload`` answer.
     """
-    for name, value in query.items():
-        if name not in _IMPORT_QUERY:
-            raise _parse_failure(
-                f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
-                f"Field '{name}' could not be found in request message.",
-                name,
-            )
-        choice = _IMPORT_QUERY[name]
-        if choice is not None and value not in choice.values:
-            field_path = _snake(name)
-            raise _parse_failure(f"Invalid value at '{field_path}' ({choice.proto_type}), \"{value}\"", field_path)
+    _check_query_names(query, _IMPORT_QUERY)
     upload_type = query.get("uploadType", "")
     if upload_type not in _UPLOAD_TYPES:
         raise _ApiError(
@@ -967,6 +1176,73 @@ def _metadata_labels(metadata: bytes) -> list[str]:
         if json_name == "labelIds":
             labels = list(value)
     return labels
+
+
+# --- the body of users.labels.create: a Label resource --------------------------------------
+
+# The Label schema of gmail.v1.json: JSON names, and proto names as every proto3 JSON parser takes.
+_LABEL_FIELDS: Final = frozenset(
+    {
+        "id",
+        "name",
+        "messageListVisibility",
+        "labelListVisibility",
+        "type",
+        "messagesTotal",
+        "messagesUnread",
+        "threadsTotal",
+        "threadsUnread",
+        "color",
+    }
+)
+_LABEL_FIELD_NAMES: Final = {**{_snake(name): name for name in _LABEL_FIELDS}, **{name: name for name in _LABEL_FIELDS}}
+# The create request binds its body to the request's ``label`` field (discovery: "request": {"$ref": "Label"}).
+_LABEL_BODY_FIELD: Final = "label"
+
+
+def _label_to_create(request: _Request) -> dict[str, str]:
+    """The Label resource of a create request, by JSON name; its ``name`` and visibilities checked."""
+    try:
+        parsed = json.loads(request.body.read().decode("utf-8"))
+    except ValueError as exc:  # includes UnicodeDecodeError
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise _parse_failure(f"Invalid JSON payload received. {reason}.", _LABEL_BODY_FIELD) from None
+    if not isinstance(parsed, dict):
+        raise _parse_failure("Invalid JSON payload received. Root element must be a message.", _LABEL_BODY_FIELD)
+    label: dict[str, str] = {}
+    for key, value in parsed.items():
+        json_name = _LABEL_FIELD_NAMES.get(key)
+        if json_name is None:
+            raise _parse_failure(
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{_LABEL_BODY_FIELD}': Cannot find field.",
+                _LABEL_BODY_FIELD,
+            )
+        choices = _LABEL_VISIBILITY.get(json_name)
+        if choices is not None and value not in choices:
+            raise _invalid_value(f"{_LABEL_BODY_FIELD}.{_snake(json_name)}", "TYPE_ENUM", value)
+        if json_name == "name" and not isinstance(value, str):
+            raise _invalid_value(f"{_LABEL_BODY_FIELD}.name", "TYPE_STRING", value)
+        if isinstance(value, str):
+            label[json_name] = value
+    if not label.get("name"):
+        raise _ApiError(400, INVALID_LABEL_NAME, "invalidArgument")
+    return label
+
+
+def _label_name_refused(name: str) -> bool:
+    """Names users.labels.create answers with 400 "Invalid label name".
+
+    Reserved top levels and control characters are Gmail's documented or observed refusals (see
+    RESERVED_LABEL_NAMES; got-your-back #188 for a name ending in CR). Surrounding spaces, empty
+    levels (``A//B``) and the length are refused without proof that Gmail does: the fake is the stricter.
+    """
+    levels = name.split("/")
+    return (
+        len(name) > MAX_LABEL_NAME_CHARS
+        or any(ord(char) < 0x20 or ord(char) == 0x7F for char in name)
+        or any(not level or level != level.strip() for level in levels)
+        or levels[0].casefold() in RESERVED_LABEL_NAMES
+    )
 
 
 # --- multipart/related parsing (byte-exact; the email package would re-encode) ---------------

@@ -202,6 +202,7 @@ def test_forwarder_function(example_run: ProgramRun) -> None:
         names.ENV_VAR_RETRY_QUEUE_URL: queue_url(names.retry_queue(ENV)),
         names.ENV_VAR_INBOUND_DLQ_URL: queue_url(names.inbound_dlq(ENV)),
         names.ENV_VAR_EMAIL_BUCKET: names.email_bucket(ENV, ACCOUNT_ID, REGION),
+        names.ENV_VAR_AUTH_FAILURES: "spam",
     }
     log_group = example_run.one(LOG_GROUP, name=names.lambda_log_group(names.forwarder_function(ENV)))
     assert inputs["loggingConfig"]["logGroup"] == log_group.inputs["name"]

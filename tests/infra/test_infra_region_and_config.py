@@ -11,6 +11,7 @@ import pytest
 from sesmail import names
 from sesmail.infra.config import ConfigError, StackConfig
 from sesmail.infra.context import UnsupportedRegionError, check_receiving_region
+from sesmail.verdicts import AuthFailures
 from tests.infra.harness import run_program, stack_config
 
 
@@ -147,9 +148,9 @@ def test_lists_as_json_or_comma_separated() -> None:
         ({"recipients": "me@elsewhere.net"}, r"not under any of the configured domains"),
         ({"recipients": "not an address@example.com"}, r"is not an e-mail address"),
         ({"alertEmails": "nobody"}, r"'ses-mail:alertEmails': 'nobody' is not an e-mail address"),
-        ({"extraLabels": '["a,b"]'}, r"is not a Gmail label id"),
-        ({"extraLabels": '["Work"]'}, r"'Work' is not a Gmail label id .*not its name"),
-        ({"extraLabels": '["Label_x"]'}, r"is not a Gmail label id"),
+        ({"extraLabels": '["a,b"]'}, r"'ses-mail:extraLabels': 'a,b' contains a comma"),
+        ({"extraLabels": '["Inbox"]'}, r"'Inbox' is Gmail's system label INBOX .*write INBOX"),
+        ({"extraLabels": '["Family//School"]'}, r"'Family//School' has an empty level"),
         ({"retainDays": "thirty"}, r"'ses-mail:retainDays' must be a whole number"),
         ({"retainDays": "0"}, r"must be between 1 and"),
         ({"tokenLifetimeDays": "-1"}, r"'ses-mail:tokenLifetimeDays' must be between"),
@@ -171,3 +172,14 @@ def test_config_errors_are_pulumi_run_errors() -> None:
 
     assert issubclass(ConfigError, pulumi.RunError)  # pulumi prints the message, no traceback
     assert issubclass(UnsupportedRegionError, pulumi.RunError)
+
+
+def test_auth_failures_mode_is_parsed_and_reaches_the_forwarder() -> None:
+    assert parse().auth_failures is AuthFailures.SPAM
+    assert parse(authFailures="Drop").auth_failures is AuthFailures.DROP
+    assert parse(authFailures="inbox").auth_failures is AuthFailures.INBOX
+    with pytest.raises(ConfigError, match=r"'ses-mail:authFailures' is 'quarantine': use spam .*drop .*inbox"):
+        parse(authFailures="quarantine")
+    run = run_program(stack_config(authFailures="drop"))
+    function = run.one("aws:lambda/function:Function", name=names.forwarder_function("test"))
+    assert function.inputs["environment"]["variables"][names.ENV_VAR_AUTH_FAILURES] == "drop"

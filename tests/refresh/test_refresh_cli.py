@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sesmail import names
-from tests.fakes.google import GMAIL_INSERT_SCOPE
+from tests.fakes.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE
 from tests.refresh.fake_browser import consent
 from tests.refresh.harness import (
     CALLER_ARN,
@@ -58,7 +58,7 @@ def test_happy_path_stores_proves_publishes_audits_and_starts_the_retry_processo
     stored = json.loads(token_parameter["Value"])
     assert set(stored) == {"token", "created_at", "expires_at", "scopes"}
     assert stored["token"] in google.issued_refresh_tokens()
-    assert stored["scopes"] == [names.GMAIL_SCOPE]
+    assert stored["scopes"] == list(names.CONSENT_SCOPES)  # gmail.insert and gmail.labels
     assert _stored_lifetime(deployed) == timedelta(days=names.TESTING_TOKEN_LIFETIME_DAYS)
     expiry_parameter = deployed.parameter(EXPIRY)
     assert expiry_parameter["Type"] == "String"
@@ -96,7 +96,7 @@ def test_the_consent_request_is_offline_with_consent_prompt_pkce_s256_and_a_loop
 
     assert result.returncode == 0, result.stderr
     (request,) = google.consent_requests
-    assert request["scope"] == GMAIL_INSERT_SCOPE
+    assert request["scope"] == f"{GMAIL_INSERT_SCOPE} {GMAIL_LABELS_SCOPE}"
     assert request["access_type"] == "offline"
     assert request["prompt"] == "consent"
     assert request["state"]

@@ -141,6 +141,10 @@ CASES: dict[str, Case] = {
     "missing-client-secret-file": Case(_client_file(None), ("cannot read", "No such file")),
     "consent-denied": Case(_google(consent_behavior="deny"), ("consent was denied", "click Allow")),
     "state-mismatch": Case(_google(consent_behavior="wrong_state"), ("possible CSRF", "rerun")),
+    "label-permission-unticked": Case(
+        _google(granted_scopes=frozenset({names.GMAIL_SCOPE})),  # Google's granular consent: one box left empty
+        ("instead of the Gmail insert and label permissions", "'See and edit your email labels'"),
+    ),
     "no-refresh-token": Case(
         _google(return_refresh_token=False),
         ("Google returned no refresh token", "https://myaccount.google.com/permissions"),
