@@ -115,6 +115,17 @@ def sns_envelope(notification: dict[str, Any]) -> str:
     )
 
 
+def emitted_metrics(out: str) -> dict[str, float]:
+    """Every EMF metric in captured stdout (what CloudWatch would extract), summed by name."""
+    found: dict[str, float] = {}
+    for line in out.splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in directive["Metrics"]:
+                found[metric["Name"]] = found.get(metric["Name"], 0) + record[metric["Name"]]
+    return found
+
+
 def sqs_record(body: str, message_id: str) -> dict[str, Any]:
     return {
         "messageId": message_id,

@@ -9,7 +9,6 @@ only when the token endpoint said ``invalid_grant``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from sesmail.errors import (
     TokenExpiredError,
     TransientError,
 )
-from tests.conftest import World
+from tests.conftest import World, emitted_metrics
 from tests.fakes.google import error_body
 
 IMPORTED, PARKED, DEAD_LETTERED, LEFT_FOR_SQS = "imported", "parked", "dead-lettered", "left for SQS"
@@ -74,23 +73,12 @@ class Outcome:
     reason: str = ""
 
 
-def _metrics(out: str) -> dict[str, float]:
-    """Every EMF metric the forwarder printed, summed by name."""
-    found: dict[str, float] = {}
-    for line in out.splitlines():
-        record = json.loads(line) if line.startswith("{") else {}
-        for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
-            for metric in directive["Metrics"]:
-                found[metric["Name"]] = found.get(metric["Name"], 0) + record[metric["Name"]]
-    return found
-
-
 def _inbound(world: World, capsys: pytest.CaptureFixture[str], *, receive_count: int = 1) -> Outcome:
     capsys.readouterr()
     event = world.sqs_event(world.store_mail("m1"))
     event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receive_count)
     result = world.handle(event)
-    metrics = _metrics(capsys.readouterr().out)
+    metrics = emitted_metrics(capsys.readouterr().out)
     parked, dead = world.drain(world.retry_queue_url), world.drain(world.inbound_dlq_url)
     for where, queued in ((PARKED, parked), (DEAD_LETTERED, dead)):
         if queued:

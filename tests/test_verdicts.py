@@ -14,7 +14,7 @@ import pytest
 from sesmail import names
 from sesmail.forwarder import ConfigurationError, ForwarderSettings
 from sesmail.verdicts import AuthFailures, Placement, Verdicts, place
-from tests.conftest import World, raw_message
+from tests.conftest import World, emitted_metrics, raw_message
 
 SPAM, DROP, INBOX = AuthFailures.SPAM, AuthFailures.DROP, AuthFailures.INBOX
 TO_INBOX, TO_SPAM, REJECTED = Placement.INBOX, Placement.SPAM, Placement.REJECTED
@@ -107,16 +107,6 @@ def _spoof(world: World, message_id: str) -> dict[str, Any]:
     return note
 
 
-def _metrics(out: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for line in out.splitlines():
-        record = json.loads(line) if line.startswith("{") else {}
-        for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
-            for metric in directive["Metrics"]:
-                found[metric["Name"]] = found.get(metric["Name"], 0) + record[metric["Name"]]
-    return found
-
-
 @pytest.mark.parametrize(
     ("mode", "spoof_labels"),
     [(SPAM, ["SPAM"]), (DROP, None), (INBOX, ["INBOX", "UNREAD"])],
@@ -135,7 +125,7 @@ def test_a_spoof_and_a_genuine_message_side_by_side(
     labels = {m.raw.split(b"Message-ID: <")[1].split(b"@")[0].decode(): m.label_ids for m in world.google.messages}
     assert labels["genuine"] == ["INBOX", "UNREAD"]
     assert labels.get("spoof") == spoof_labels
-    metrics = _metrics(capsys.readouterr().out)
+    metrics = emitted_metrics(capsys.readouterr().out)
     assert metrics.get(names.METRIC_REJECTED, 0) == (1 if mode is DROP else 0)
     assert world.drain(world.retry_queue_url) == world.drain(world.inbound_dlq_url) == []
     # Dropped or not, the raw message stays in S3 until retainDays.
