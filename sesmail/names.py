@@ -531,6 +531,11 @@ TOKEN_MONITOR_PERIOD_SECONDS = 15 * 60
 ENV_VAR_STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
 #: ``trigger`` in the input of the executions the monitor starts, and their name prefix.
 RETRY_TRIGGER_TOKEN_MONITOR = "token-monitor"
+#: After a retry-processor execution failed (a refused mailbox, say), the monitor waits this long
+#: before starting another. Each start receives up to a batch once more and fires the failed
+#: alarm again; at one start an hour, RETRY_QUEUE_MAX_RECEIVE_COUNT receives last about four days
+#: instead of one, well inside the retry queue's 14-day retention. A renewal starts one at once.
+RETRY_AUTOSTART_BACKOFF_SECONDS = 3600
 
 
 def token_monitor_role(env: str) -> str:

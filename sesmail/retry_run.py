@@ -81,6 +81,21 @@ def running_execution(sfn: Any, state_machine_arn: str) -> str | None:
     return str(executions[0]["executionArn"]) if executions else None
 
 
+#: Execution statuses after which the monitor backs off before starting another (not ABORTED:
+#: a person stopped that one, and may want the next start at once).
+FAILED_STATUSES = frozenset({"FAILED", "TIMED_OUT"})
+
+
+def recent_failure(sfn: Any, state_machine_arn: str, *, since: datetime) -> str | None:
+    """The newest execution, if it failed and stopped after ``since`` (one list call)."""
+    listed = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=1)
+    executions = listed.get("executions") or []
+    if not executions or executions[0].get("status") not in FAILED_STATUSES:
+        return None
+    stopped = executions[0].get("stopDate")
+    return str(executions[0]["executionArn"]) if isinstance(stopped, datetime) and stopped > since else None
+
+
 def start_retry_processor(
     sfn: Any,
     state_machine_arn: str,

@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sesmail import names
 from sesmail.errors import MailboxRefusedError, SesMailError, TokenExpiredError, TokenNotConfiguredError, classify
 from sesmail.http import HttpClient
 from sesmail.log import get_logger
-from sesmail.retry_run import running_execution, start_retry_processor, visible_messages
+from sesmail.retry_run import recent_failure, running_execution, start_retry_processor, visible_messages
 from sesmail.token_metrics import hours_left
 from sesmail.tokens import AccessTokenProvider, ParameterReader, RefreshTokenError, TokenExpiry
 
@@ -136,6 +136,8 @@ STARTED, SKIPPED, FAILED = "started", "skipped", "failed"
 #: Why nothing was started (``reason`` of a ``retry.autostart_skipped`` line).
 QUEUE_EMPTY = "queue-empty"
 ALREADY_RUNNING = "already-running"
+#: The last execution failed less than names.RETRY_AUTOSTART_BACKOFF_SECONDS ago.
+RECENT_FAILURE = "recent-failure"
 ALREADY_STARTED = "already-started-this-period"
 TOKEN_NOT_CONFIGURED = "token-not-configured"
 TOKEN_DEAD = "token-dead"
@@ -255,6 +257,10 @@ def _decide(autostart: RetryAutostart, at: datetime) -> AutostartOutcome:
     running = running_execution(autostart.sfn, autostart.state_machine_arn)
     if running is not None:
         return AutostartOutcome(SKIPPED, ALREADY_RUNNING, waiting, running)
+    since = at - timedelta(seconds=names.RETRY_AUTOSTART_BACKOFF_SECONDS)
+    failed = recent_failure(autostart.sfn, autostart.state_machine_arn, since=since)
+    if failed is not None:
+        return AutostartOutcome(SKIPPED, RECENT_FAILURE, waiting, failed)
     unusable = _token_unusable(autostart.prove_token)
     if unusable is not None:
         return AutostartOutcome(SKIPPED, _skip_reason(unusable), waiting, detail=unusable.reason)

@@ -313,6 +313,35 @@ def test_one_execution_per_schedule_period_even_when_two_runs_race(world: Monito
     ]
 
 
+def test_after_a_failed_execution_the_monitor_waits_an_hour_before_the_next(world: Monitor) -> None:
+    """A refused mailbox fails every drain: one start an hour, not one every 15 minutes."""
+    world.install_token()
+    world.park(2)
+    failed_arn = world.state_machine_arn.replace(":stateMachine:", ":execution:") + ":token-monitor-old"
+
+    class AfterAFailure:
+        """Step Functions whose newest execution failed at ``NOW``; nothing is running."""
+
+        def list_executions(self, **kwargs: Any) -> dict[str, Any]:
+            if kwargs.get("statusFilter") == "RUNNING":
+                return {"executions": []}
+            return {"executions": [{"executionArn": failed_arn, "status": "FAILED", "stopDate": NOW}]}
+
+        def start_execution(self, **kwargs: Any) -> Any:
+            return world.sfn.start_execution(**kwargs)
+
+    autostart = token_monitor.RetryAutostart(
+        world.sqs, AfterAFailure(), world.queue_url, world.state_machine_arn, world.autostart().prove_token
+    )
+    soon = world.run(at=NOW + timedelta(minutes=45), autostart=autostart)["retry"]
+    assert (soon["action"], soon["reason"]) == ("skipped", token_monitor.RECENT_FAILURE)
+    assert soon["executionArn"] == failed_arn
+    assert world.mints() == [] and world.executions() == []
+
+    later = world.run(at=NOW + timedelta(seconds=names.RETRY_AUTOSTART_BACKOFF_SECONDS + 60), autostart=autostart)
+    assert later["retry"]["action"] == "started"
+
+
 # --- failures -------------------------------------------------------------------------------------
 
 
