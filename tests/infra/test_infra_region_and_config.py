@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 
@@ -13,6 +12,7 @@ from sesmail.infra.config import ConfigError, StackConfig
 from sesmail.infra.context import UnsupportedRegionError, check_receiving_region
 from sesmail.verdicts import AuthFailures
 from tests.infra.harness import run_program, stack_config
+from tests.rules import asl
 
 
 def test_region_without_ses_receiving_fails_before_creating_anything() -> None:
@@ -77,19 +77,9 @@ def test_every_arn_takes_its_partition_from_the_deployment(monkeypatch: pytest.M
     arns = set(re.findall(r"arn:[a-z-]*:", everything))
     assert arns == {"arn:aws-us-gov:"}
     machine = run.one("aws:sfn/stateMachine:StateMachine")
-    resources = {state["Resource"] for state in _task_states(machine.json_input("definition"))}
+    tasks = [state for _, state in asl.states(machine.json_input("definition")) if state["Type"] == "Task"]
+    resources = {state["Resource"] for state in tasks}
     assert resources and all(r.startswith("arn:aws-us-gov:") for r in resources)
-
-
-def _task_states(definition: dict[str, Any]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for state in definition["States"].values():
-        if state["Type"] == "Task":
-            found.append(state)
-        for nested in (state.get("ItemProcessor"), state.get("Iterator")):
-            if nested:
-                found.extend(_task_states(nested))
-    return found
 
 
 def test_missing_domains_fail_the_program_with_the_fix() -> None:
