@@ -226,5 +226,3 @@ def _text(parent: dict[str, Any], key: str) -> str:
     """An optional string field; anything else (a hand-edited number, object, ...) counts as absent."""
     value = parent.get(key)
     return value if isinstance(value, str) else ""
-
-

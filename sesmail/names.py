@@ -11,6 +11,10 @@ import re
 
 PROJECT = "ses-mail"
 
+#: The one mailbox of a deployment without ``ses-mail:mailboxes``. Its resources keep the names
+#: they had before mailboxes existed; every other mailbox ``{m}`` adds ``-{m}`` (``/{m}`` in paths).
+DEFAULT_MAILBOX = "default"
+
 #: The longest environment (stack) name accepted. Every physical name below must fit its
 #: service's limit with it; the tightest are the mail bucket (S3: 63 characters, and it carries
 #: the 12-digit account and a region of up to 14 characters: 37 + env) and a mailbox's retry DLQ
@@ -44,22 +48,34 @@ def client_credentials_parameter(env: str) -> str:
     return f"{parameter_prefix(env)}/client-credentials"
 
 
-def refresh_token_parameter(env: str) -> str:
-    """Refresh token JSON (SecureString)."""
-    return f"{parameter_prefix(env)}/refresh-token"
+def _mailbox_path(env: str, mailbox: str) -> str:
+    """``.../oauth`` for the default mailbox, ``.../oauth/{mailbox}`` for the others."""
+    prefix = parameter_prefix(env)
+    return prefix if mailbox == DEFAULT_MAILBOX else f"{prefix}/{check_mailbox(mailbox)}"
 
 
-def refresh_token_expiry_parameter(env: str) -> str:
-    """Token expiry metadata (String, no secret): all the token monitor may read."""
-    return f"{parameter_prefix(env)}/refresh-token-expiry"
+def refresh_token_parameter(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    """Refresh token JSON (SecureString) of one mailbox."""
+    return f"{_mailbox_path(env, mailbox)}/refresh-token"
+
+
+def refresh_token_expiry_parameter(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    """Token expiry metadata of one mailbox (String, no secret): what the token monitor publishes."""
+    return f"{_mailbox_path(env, mailbox)}/refresh-token-expiry"
+
+
+def mailboxes_parameter(env: str) -> str:
+    """The mailbox table (String JSON, no secret), for the operator's tools; the Lambdas get it in
+    their environment (``ENV_VAR_MAILBOXES``). Created only when ``ses-mail:mailboxes`` is set."""
+    return f"/{PROJECT}/{check_env(env)}/gmail-forwarder/mailboxes"
 
 
 #: Value Pulumi writes into every parameter it creates; readers treat it as "not configured yet".
 PLACEHOLDER = "PLACEHOLDER"
 
 
-def placeholder_value(env: str) -> str:
-    return f"{PLACEHOLDER}: not configured yet; run: python -m sesmail.refresh --env {env}"
+def placeholder_value(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return f"{PLACEHOLDER}: not configured yet; run: {refresh_command(env, mailbox)}"
 
 
 def is_placeholder(value: str | None) -> bool:
@@ -69,12 +85,18 @@ def is_placeholder(value: str | None) -> bool:
 # --- Queues, topics, functions, state machine ----------------------------------------------------
 
 
-def retry_queue(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-retry-{check_env(env)}"
+def per_mailbox(base: str, env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    """``{base}-{env}`` for the default mailbox (today's names, unchanged), ``{base}-{mailbox}-{env}`` else."""
+    check_env(env)
+    return f"{base}-{env}" if mailbox == DEFAULT_MAILBOX else f"{base}-{check_mailbox(mailbox)}-{env}"
 
 
-def retry_dlq(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-retry-dlq-{check_env(env)}"
+def retry_queue(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-retry", env, mailbox)
+
+
+def retry_dlq(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-retry-dlq", env, mailbox)
 
 
 def inbound_queue(env: str) -> str:
@@ -93,8 +115,8 @@ def alerts_topic(env: str) -> str:
     return f"ses-mail-gmail-forwarder-token-alerts-{check_env(env)}"
 
 
-def token_expiring_alarm(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-token-expiring-{check_env(env)}"
+def token_expiring_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-token-expiring", env, mailbox)
 
 
 def forwarder_function(env: str) -> str:
@@ -138,8 +160,6 @@ DEFAULT_RETAIN_DAYS = 30
 #: Key prefix of the claim objects in the mail bucket: ``claims/{messageId}/{mailbox}``. They
 #: expire with the same lifecycle ``retainDays`` as the mail under ``inbound/``.
 CLAIMS_PREFIX = "claims/"
-#: The one mailbox of a deployment without ``ses-mail:mailboxes``.
-DEFAULT_MAILBOX = "default"
 #: Margin for clocks: a lease's expiry is written by one Lambda host and read by another.
 CLAIM_CLOCK_SKEW_SECONDS = 30
 #: How long a claim protects an import in flight. The holder's critical section is one Gmail
@@ -155,7 +175,25 @@ CLAIM_CLOCK_SKEW_SECONDS = 30
 CLAIM_LEASE_SECONDS = 150
 
 _CLAIM_MESSAGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._!*'()_-]{0,254}")
-_MAILBOX_RE = re.compile(r"[a-z0-9-]{1,20}")
+#: A mailbox name (``ses-mail:mailboxes[].name``): it becomes part of queue, alarm and parameter
+#: names, and the longest (20) still fits SQS's 80 characters with the longest stack name.
+MAX_MAILBOX_LENGTH = 20
+_MAILBOX_RE = re.compile(rf"[a-z0-9-]{{1,{MAX_MAILBOX_LENGTH}}}")
+
+
+def check_mailbox(mailbox: str) -> str:
+    """Refuse a mailbox name that is not ``[a-z0-9-]{1,20}`` (it names queues, alarms and parameters).
+
+    ``dlq`` and ``dlq-*`` are refused too: mailbox ``dlq-x``'s retry queue would be named exactly
+    like mailbox ``x``'s retry DLQ (``ses-mail-gmail-forwarder-retry-dlq-x-{env}``).
+    """
+    if not isinstance(mailbox, str) or not _MAILBOX_RE.fullmatch(mailbox):
+        raise ValueError(
+            f"mailbox name {str(mailbox)[:30]!r} is not 1-{MAX_MAILBOX_LENGTH} lowercase letters, digits or '-'"
+        )
+    if mailbox == "dlq" or mailbox.startswith("dlq-"):
+        raise ValueError(f"mailbox name {mailbox!r} would name its retry queue like a retry DLQ; pick another name")
+    return mailbox
 
 
 def claim_key(message_id: str, mailbox: str = DEFAULT_MAILBOX) -> str:
@@ -168,9 +206,7 @@ def claim_key(message_id: str, mailbox: str = DEFAULT_MAILBOX) -> str:
     """
     if not _CLAIM_MESSAGE_ID_RE.fullmatch(message_id):
         raise ValueError(f"message id {message_id[:60]!r} cannot name a claim (letters, digits and -_.!*'() only)")
-    if not _MAILBOX_RE.fullmatch(mailbox):
-        raise ValueError(f"mailbox name {mailbox[:30]!r} is not [a-z0-9-]{{1,20}}")
-    return f"{CLAIMS_PREFIX}{message_id}/{mailbox}"
+    return f"{CLAIMS_PREFIX}{message_id}/{check_mailbox(mailbox)}"
 
 
 # --- Metrics -----------------------------------------------------------------------------------
@@ -299,6 +335,17 @@ ENV_VAR_GMAIL_LABELS = "GMAIL_LABELS"
 ENV_VAR_GMAIL_API_BASE_URL = "GMAIL_API_BASE_URL"
 #: ``spam`` (default), ``drop`` or ``inbox``: what DMARC failures and viruses do (sesmail.verdicts).
 ENV_VAR_AUTH_FAILURES = "AUTH_FAILURES"
+#: The mailbox table as JSON (``sesmail.mailboxes.MailboxTable``), set only when the stack
+#: configures ``ses-mail:mailboxes``; without it the forwarder has the one mailbox ``default``,
+#: which receives every recipient, with ``GMAIL_LABELS`` and ``RETRY_QUEUE_URL``.
+ENV_VAR_MAILBOXES = "MAILBOXES"
+#: Lambda's limit for all of a function's environment variables together (keys and values).
+LAMBDA_ENVIRONMENT_MAX_BYTES = 4096
+#: The dimension of every per-mailbox metric (token hours, refused, canary); ``default`` included.
+MAILBOX_DIMENSION = "Mailbox"
+#: A parked message's attribute, a retry-processor input's and a forwarder invocation's key.
+ATTR_MAILBOX = "mailbox"
+RETRY_MAILBOX_KEY = "mailbox"
 #: Optional: the bucket SES writes to; records naming another bucket are refused, and SES
 #: Lambda-action events (which carry no object location) are read from it.
 ENV_VAR_EMAIL_BUCKET = "EMAIL_BUCKET"
@@ -448,9 +495,10 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 # --- Refresh CLI (python -m sesmail.refresh) and the token monitor ------------------------------
 
 
-def refresh_command(env: str) -> str:
-    """The command an operator runs to renew the token; every "what to do" message quotes it."""
-    return f"python -m sesmail.refresh --env {check_env(env)}"
+def refresh_command(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    """The command an operator runs to renew a token; every "what to do" message quotes it."""
+    command = f"python -m sesmail.refresh --env {check_env(env)}"
+    return command if mailbox == DEFAULT_MAILBOX else f"{command} --mailbox {check_mailbox(mailbox)}"
 
 
 def deploy_command(env: str) -> str:
@@ -561,12 +609,12 @@ ERROR_COUNT_ALARM_THRESHOLD = 1
 RETRY_QUEUE_AGE_ALARM_SECONDS = 24 * 3600
 
 
-def token_critical_alarm(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-token-critical-{check_env(env)}"
+def token_critical_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-token-critical", env, mailbox)
 
 
-def token_expired_alarm(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-token-expired-{check_env(env)}"
+def token_expired_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-token-expired", env, mailbox)
 
 
 def token_monitor_errors_alarm(env: str) -> str:
@@ -579,29 +627,29 @@ def token_monitor_function_errors_alarm(env: str) -> str:
     return f"ses-mail-token-monitor-function-errors-{check_env(env)}"
 
 
-def retry_queue_depth_alarm(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-retry-queue-depth-{check_env(env)}"
+def retry_queue_depth_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-retry-queue-depth", env, mailbox)
 
 
-def retry_queue_age_alarm(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-retry-queue-age-{check_env(env)}"
+def retry_queue_age_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-retry-queue-age", env, mailbox)
 
 
 def inbound_dlq_alarm(env: str) -> str:
     return f"ses-mail-inbound-dlq-depth-{check_env(env)}"
 
 
-def retry_dlq_alarm(env: str) -> str:
-    return f"ses-mail-gmail-forwarder-retry-dlq-depth-{check_env(env)}"
+def retry_dlq_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    return per_mailbox("ses-mail-gmail-forwarder-retry-dlq-depth", env, mailbox)
 
 
 def forwarder_errors_alarm(env: str) -> str:
     return f"ses-mail-gmail-forwarder-errors-{check_env(env)}"
 
 
-def mailbox_refused_alarm(env: str) -> str:
+def mailbox_refused_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
     """MailboxRefused >= 1: Gmail refuses the account or our setup; mail waits in the retry queue."""
-    return f"ses-mail-gmail-forwarder-mailbox-refused-{check_env(env)}"
+    return per_mailbox("ses-mail-gmail-forwarder-mailbox-refused", env, mailbox)
 
 
 def retry_processor_failed_alarm(env: str) -> str:

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
 from sesmail import names
-from sesmail.infra.queues import dead_lettered_queue
+from sesmail.infra.queues import DeadLetteredQueue, dead_lettered_queue
 
 
 class Retry(pulumi.ComponentResource):
-    """Retry queue (14 days, 15 min visibility, redrive to the retry DLQ) and the retry DLQ.
+    """One retry queue (14 days, 15 min visibility, redrive to its DLQ) and retry DLQ per mailbox.
 
-    The retry processor state machine (a later issue) drains the queue; this component exposes
-    the ARNs and URLs it and its IAM role will need.
+    A dead token of one mailbox parks only that mailbox's mail, in its own queue, so one drain
+    never waits on another account. ``queue``/``dlq`` are the primary mailbox's (``default``
+    when there is one): what the single-valued stack outputs name.
     """
 
+    queues: dict[str, DeadLetteredQueue]
     queue: aws.sqs.Queue
     dlq: aws.sqs.Queue
 
@@ -27,27 +29,33 @@ class Retry(pulumi.ComponentResource):
         *,
         env: str,
         tags: Mapping[str, str],
+        mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Retry", name, None, opts)
-        queues = dead_lettered_queue(
-            f"{name}-queue",
-            name=names.retry_queue(env),
-            dlq_name=names.retry_dlq(env),
-            visibility_timeout_seconds=names.RETRY_QUEUE_VISIBILITY_SECONDS,
-            retention_seconds=names.RETRY_QUEUE_RETENTION_SECONDS,
-            max_receive_count=names.RETRY_QUEUE_MAX_RECEIVE_COUNT,
-            parent=self,
-            tags=tags,
-        )
-        self.queue = queues.queue
-        self.dlq = queues.dlq
+        self.queues = {
+            mailbox: dead_lettered_queue(
+                _logical(f"{name}-queue", mailbox),
+                name=names.retry_queue(env, mailbox),
+                dlq_name=names.retry_dlq(env, mailbox),
+                visibility_timeout_seconds=names.RETRY_QUEUE_VISIBILITY_SECONDS,
+                retention_seconds=names.RETRY_QUEUE_RETENTION_SECONDS,
+                max_receive_count=names.RETRY_QUEUE_MAX_RECEIVE_COUNT,
+                parent=self,
+                tags=tags,
+            )
+            for mailbox in mailboxes
+        }
+        primary = self.queues.get(names.DEFAULT_MAILBOX) or self.queues[mailboxes[0]]
+        self.queue = primary.queue
+        self.dlq = primary.dlq
         self.register_outputs(
             {
                 "queueArn": self.queue.arn,
                 "queueUrl": self.queue.url,
                 "dlqArn": self.dlq.arn,
                 "dlqUrl": self.dlq.url,
+                "queueUrls": {mailbox: pair.queue.url for mailbox, pair in self.queues.items()},
             }
         )
 
@@ -66,3 +74,8 @@ class Retry(pulumi.ComponentResource):
     @property
     def dlq_url(self) -> pulumi.Output[str]:
         return self.dlq.url
+
+
+def _logical(base: str, mailbox: str) -> str:
+    """The default mailbox keeps the logical names it had before mailboxes (no replacement on upgrade)."""
+    return base if mailbox == names.DEFAULT_MAILBOX else f"{base}-{mailbox}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -23,6 +23,10 @@ class Tokens(pulumi.ComponentResource):
     """
 
     client_credentials: aws.ssm.Parameter
+    #: Per mailbox: its refresh token and expiry. ``refresh_token``/``refresh_token_expiry`` are the
+    #: primary mailbox's (``default`` when there is one), what the single-valued outputs name.
+    refresh_tokens: dict[str, aws.ssm.Parameter]
+    refresh_token_expiries: dict[str, aws.ssm.Parameter]
     refresh_token: aws.ssm.Parameter
     refresh_token_expiry: aws.ssm.Parameter
     audit_log: aws.cloudwatch.LogGroup
@@ -33,18 +37,21 @@ class Tokens(pulumi.ComponentResource):
         *,
         env: str,
         tags: Mapping[str, str],
+        mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Tokens", name, None, opts)
         keep_value = pulumi.ResourceOptions(parent=self, ignore_changes=["value"])
 
-        def parameter(suffix: str, parameter_name: str, *, secret: bool, description: str) -> aws.ssm.Parameter:
+        def parameter(
+            suffix: str, parameter_name: str, *, secret: bool, description: str, mailbox: str = names.DEFAULT_MAILBOX
+        ) -> aws.ssm.Parameter:
             return aws.ssm.Parameter(
                 f"{name}-{suffix}",
                 name=parameter_name,
                 type="SecureString" if secret else "String",
                 key_id=SSM_MANAGED_KEY if secret else None,
-                value=names.placeholder_value(env),
+                value=names.placeholder_value(env, mailbox),
                 description=description,
                 tags=dict(tags),
                 opts=keep_value,
@@ -56,18 +63,27 @@ class Tokens(pulumi.ComponentResource):
             secret=True,
             description="OAuth client JSON from Google's console (set by the refresh CLI)",
         )
-        self.refresh_token = parameter(
-            "refresh-token",
-            names.refresh_token_parameter(env),
-            secret=True,
-            description="Gmail OAuth refresh token JSON (set by the refresh CLI)",
-        )
-        self.refresh_token_expiry = parameter(
-            "refresh-token-expiry",
-            names.refresh_token_expiry_parameter(env),
-            secret=False,
-            description="Refresh token expiry metadata, no secret (read by the token monitor)",
-        )
+        self.refresh_tokens, self.refresh_token_expiries = {}, {}
+        for mailbox in mailboxes:
+            suffix = "" if mailbox == names.DEFAULT_MAILBOX else f"-{mailbox}"
+            whose = "" if mailbox == names.DEFAULT_MAILBOX else f" of mailbox {mailbox}"
+            self.refresh_tokens[mailbox] = parameter(
+                f"refresh-token{suffix}",
+                names.refresh_token_parameter(env, mailbox),
+                secret=True,
+                description=f"Gmail OAuth refresh token JSON{whose} (set by the refresh CLI)",
+                mailbox=mailbox,
+            )
+            self.refresh_token_expiries[mailbox] = parameter(
+                f"refresh-token-expiry{suffix}",
+                names.refresh_token_expiry_parameter(env, mailbox),
+                secret=False,
+                description=f"Refresh token expiry metadata{whose}, no secret (read by the token monitor)",
+                mailbox=mailbox,
+            )
+        primary = names.DEFAULT_MAILBOX if names.DEFAULT_MAILBOX in self.refresh_tokens else mailboxes[0]
+        self.refresh_token = self.refresh_tokens[primary]
+        self.refresh_token_expiry = self.refresh_token_expiries[primary]
         # Where the refresh CLI records each renewal (who, when, which version; never the token).
         self.audit_log = aws.cloudwatch.LogGroup(
             f"{name}-audit-log",
