@@ -31,6 +31,9 @@ class MailNotification:
     timestamp: str
     verdicts: Verdicts  # SES's spam, virus, SPF, DKIM and DMARC verdicts (empty when it sent none)
     raw: dict[str, Any]  # the notification itself: what the retry queue stores
+    #: ``receipt.recipients``: the envelope recipients (RCPT TO) the receipt rule matched. Mail is
+    #: routed to mailboxes by these, never by the To/Cc headers, which the sender writes.
+    recipients: tuple[str, ...] = ()
 
     @property
     def is_spam(self) -> bool:
@@ -135,7 +138,14 @@ def parse_notification(document: Any, *, expected_bucket: str | None = None) -> 
         timestamp=_text(mail, "timestamp") or _text(receipt, "timestamp"),
         verdicts=Verdicts.from_receipt(receipt),
         raw=document,
+        recipients=_recipients(receipt),
     )
+
+
+def _recipients(receipt: dict[str, Any]) -> tuple[str, ...]:
+    """The strings of ``receipt.recipients``; anything else there is ignored (routing then says so)."""
+    value = receipt.get("recipients")
+    return tuple(r for r in value if isinstance(r, str)) if isinstance(value, list) else ()
 
 
 def not_mail(document: dict[str, Any]) -> str | None:

@@ -16,11 +16,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sesmail import names
 from sesmail.aws import AwsClients
+from sesmail.claims import ClaimStore
 from sesmail.delivery import Deliverer, Delivery, MessageStore
 from sesmail.errors import (
     FailureClass,
@@ -47,6 +48,7 @@ from sesmail.gmail import GmailImporter
 from sesmail.http import HttpClient
 from sesmail.labels import LabelResolver
 from sesmail.log import bound, get_logger
+from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
 from sesmail.metrics import emit_counts
 from sesmail.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
 from sesmail.tokens import AccessTokenProvider
@@ -85,6 +87,12 @@ class ForwarderSettings:
     gmail_api_base_url: str = names.GMAIL_API_BASE_URL
     email_bucket: str | None = None
     auth_failures: AuthFailures = AuthFailures.SPAM
+    #: Who receives what (``MAILBOXES``); without it, ``default`` receives everything with ``extra_labels``.
+    mailboxes: MailboxTable | None = None
+
+    @property
+    def table(self) -> MailboxTable:
+        return self.mailboxes or MailboxTable.single(self.extra_labels)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ForwarderSettings:
@@ -99,6 +107,11 @@ class ForwarderSettings:
             auth_failures = AuthFailures.parse(environ.get(names.ENV_VAR_AUTH_FAILURES))
         except ValueError as exc:
             raise ConfigurationError(f"{names.ENV_VAR_AUTH_FAILURES}: {exc}; redeploy with `pulumi up`") from None
+        table_json = environ.get(names.ENV_VAR_MAILBOXES)
+        try:
+            mailboxes = MailboxTable.from_json(table_json) if table_json else None
+        except ValueError as exc:
+            raise ConfigurationError(f"{exc}; redeploy with `pulumi up`") from None
         return cls(
             env=names.check_env(environ[names.ENV_VAR_ENV]),
             retry_queue_url=environ[names.ENV_VAR_RETRY_QUEUE_URL],
@@ -107,6 +120,7 @@ class ForwarderSettings:
             gmail_api_base_url=environ.get(names.ENV_VAR_GMAIL_API_BASE_URL) or names.GMAIL_API_BASE_URL,
             email_bucket=environ.get(names.ENV_VAR_EMAIL_BUCKET) or None,
             auth_failures=auth_failures,
+            mailboxes=mailboxes,
         )
 
 
@@ -116,7 +130,28 @@ class _Invocation:
     deadline: float
     counts: Counter[str]
     out_of_time: bool = False
-    token_dead: bool = False
+    #: Mailboxes whose token the token endpoint declared dead, and refusals counted per mailbox.
+    dead_tokens: set[str] = field(default_factory=set)
+    refused: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Everything one mailbox delivers with: its own token, labels (ids differ per account) and retry queue."""
+
+    mailbox: Mailbox
+    tokens: AccessTokenProvider
+    deliverer: Deliverer
+    retry_queue_url: str
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """How one (message, mailbox) ended on the inbound path."""
+
+    mailbox: str
+    done: bool  # delivered, parked, or rejected by policy: nothing left for SQS to redeliver
+    permanent: SesMailError | None = None
 
 
 class Forwarder:
@@ -133,13 +168,34 @@ class Forwarder:
         self._clients = clients
         self._clock = clock
         http = http or HttpClient()
-        self.tokens = AccessTokenProvider(settings.env, clients.read_parameters, http, clock=clock)
-        labels = LabelResolver(settings.gmail_api_base_url, self.tokens, http, env=settings.env)
-        importer = GmailImporter(settings.gmail_api_base_url, self.tokens, http, labels=labels)
         store = MessageStore(lambda: clients.s3)
-        self._deliverer = Deliverer(
-            store, importer, settings.extra_labels, sleep=sleep, clock=clock, auth_failures=settings.auth_failures
-        )
+        claims = ClaimStore(store.s3)  # one store: claims are per (message, mailbox) already
+        table = settings.table
+        self._table = table
+        self._routes: dict[str, _Route] = {}
+        for mailbox in table.mailboxes:
+            tokens = AccessTokenProvider(settings.env, clients.read_parameters, http, mailbox=mailbox.name, clock=clock)
+            labels = LabelResolver(settings.gmail_api_base_url, tokens, http, env=settings.env)
+            importer = GmailImporter(settings.gmail_api_base_url, tokens, http, labels=labels)
+            deliverer = Deliverer(
+                store,
+                importer,
+                mailbox.labels,
+                sleep=sleep,
+                clock=clock,
+                claims=claims,
+                mailbox=mailbox.name,
+                auth_failures=settings.auth_failures,
+            )
+            queue_url = (
+                queue_url_for(settings.retry_queue_url, settings.env, mailbox.name)
+                if settings.mailboxes is not None
+                else settings.retry_queue_url
+            )
+            self._routes[mailbox.name] = _Route(mailbox, tokens, deliverer, queue_url)
+        primary = self._routes[table.primary.name]
+        self.tokens = primary.tokens
+        self._deliverer = primary.deliverer
 
     @classmethod
     def from_environ(cls) -> Forwarder:
@@ -153,11 +209,25 @@ class Forwarder:
             try:
                 return self._dispatch(event, invocation)
             finally:
-                emit_counts(self.settings.env, dict(invocation.counts))
-                if invocation.token_dead:
-                    # The monitor knows only the *stored* expiry; a token Google revoked early
-                    # is found here. 0 hours left is what the token alarms must see then.
-                    emit_counts(self.settings.env, {names.METRIC_TOKEN_HOURS: 0}, unit=names.METRIC_TOKEN_HOURS_UNIT)
+                self._emit(invocation)
+
+    def _emit(self, invocation: _Invocation) -> None:
+        emit_counts(self.settings.env, dict(invocation.counts))
+        for mailbox, refused in invocation.refused.items():
+            emit_counts(
+                self.settings.env,
+                {names.METRIC_MAILBOX_REFUSED: refused},
+                dimensions={names.MAILBOX_DIMENSION: mailbox},
+            )
+        for mailbox in sorted(invocation.dead_tokens):
+            # The monitor knows only the *stored* expiry; a token Google revoked early is found
+            # here. 0 hours left is what that mailbox's token alarms must see then.
+            emit_counts(
+                self.settings.env,
+                {names.METRIC_TOKEN_HOURS: 0},
+                unit=names.METRIC_TOKEN_HOURS_UNIT,
+                dimensions={names.MAILBOX_DIMENSION: mailbox},
+            )
 
     def _dispatch(self, event: Any, invocation: _Invocation) -> dict[str, Any]:
         if isinstance(event, dict) and event.get("source") == names.RETRY_PROCESSOR_SOURCE:
@@ -244,37 +314,70 @@ class Forwarder:
         dlq_body: str,
         park_transient: bool = False,
     ) -> bool:
-        try:
-            delivery = self._deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
-            self._delivered(delivery, invocation)
+        """Deliver to every mailbox the envelope recipients route to; True when nothing is left to redo.
+
+        Each mailbox settles on its own: one dead token parks only that mailbox's copy. What no
+        mailbox receives, and a permanent failure, send the message to the inbound DLQ with the
+        reason (a redrive replays it; mailboxes already delivered answer ``already-delivered``).
+        A transient failure of any mailbox leaves the record to SQS: the next receive delivers the
+        rest, and the claims keep the mailboxes that already have it from importing it twice.
+        """
+        routing = self._table.route(note.recipients)
+        settled = [
+            self._deliver_to(self._routes[mailbox], note, invocation, attempt=attempt, park_transient=park_transient)
+            for mailbox in routing.targets
+        ]
+        if not all(s.done or s.permanent for s in settled):
+            return False
+        problems = [s.permanent for s in settled if s.permanent is not None]
+        if routing.unrouted or not routing.targets:
+            problems.append(_unrouted(routing.unrouted))
+        if not problems:
             return True
-        except Exception as exc:
-            error = classify(exc)
-        if isinstance(error, PermanentError):
-            return self._dead_letter(dlq_body, error, invocation, {"sesMessageId": note.message_id})
-        _count_failure(error, invocation)
-        if _parks(error, attempt=attempt) or park_transient:
-            return self._park(note, error, invocation, attempt)
-        log.warning(
-            "transient failure; leaving the message for SQS to redeliver",
-            extra={"event": "delivery.failed", "failureClass": error.failure_class.value, "reason": error.reason},
-        )
-        invocation.counts[names.METRIC_FAILED] += 1
-        return False
+        error = problems[0] if len(problems) == 1 else PermanentError("; ".join(p.reason for p in problems))
+        failed = [s.mailbox for s in settled if s.permanent is not None]
+        context = {"sesMessageId": note.message_id, names.ATTR_MAILBOX: ",".join(failed)}
+        return self._dead_letter(dlq_body, error, invocation, context)
+
+    def _deliver_to(
+        self, route: _Route, note: MailNotification, invocation: _Invocation, *, attempt: int, park_transient: bool
+    ) -> _Settled:
+        mailbox = route.mailbox.name
+        with bound(mailbox=mailbox):
+            try:
+                delivery = route.deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
+                self._delivered(delivery, invocation)
+                return _Settled(mailbox, done=True)
+            except Exception as exc:
+                error = classify(exc)
+            if isinstance(error, PermanentError):
+                return _Settled(mailbox, done=False, permanent=error)
+            _count_failure(error, mailbox, invocation)
+            if _parks(error, attempt=attempt) or park_transient:
+                return _Settled(mailbox, done=self._park(route, note, error, invocation, attempt))
+            log.warning(
+                "transient failure; leaving the message for SQS to redeliver",
+                extra={"event": "delivery.failed", "failureClass": error.failure_class.value, "reason": error.reason},
+            )
+            invocation.counts[names.METRIC_FAILED] += 1
+            return _Settled(mailbox, done=False)
 
     def _delivered(self, delivery: Delivery, invocation: _Invocation) -> None:
         invocation.counts[_DELIVERY_METRICS[delivery.status]] += 1
 
-    def _park(self, note: MailNotification, error: SesMailError, invocation: _Invocation, attempt: int) -> bool:
+    def _park(
+        self, route: _Route, note: MailNotification, error: SesMailError, invocation: _Invocation, attempt: int
+    ) -> bool:
         try:
             queued_id = park_for_retry(
                 self._clients.sqs,
-                self.settings.retry_queue_url,
+                route.retry_queue_url,
                 note.to_json(),
                 error=error,
                 original_timestamp=note.timestamp,
                 attempt_count=attempt,
                 request_id=invocation.request_id,
+                mailbox=route.mailbox.name,
             )
         except Exception as exc:
             log.error(
@@ -326,16 +429,24 @@ class Forwarder:
                 return {"status": names.RETRY_STATUS_IGNORED}
             note = parse_notification(document, expected_bucket=self.settings.email_bucket)
         except MalformedEventError as error:
-            raise self._retry_failure(error, invocation) from None
-        with bound(messageId=note.message_id):
+            raise self._retry_failure(error, invocation, names.DEFAULT_MAILBOX) from None
+        mailbox = event.get(names.RETRY_MAILBOX_KEY, names.DEFAULT_MAILBOX)
+        with bound(messageId=note.message_id, mailbox=mailbox):
+            route = self._routes.get(mailbox) if isinstance(mailbox, str) else None
+            if route is None:
+                unknown = PermanentError(
+                    f"mailbox {str(mailbox)[:40]!r} is not configured in this deployment "
+                    f"(configured: {', '.join(self._routes)}); the message cannot be delivered to it"
+                )
+                raise self._retry_failure(unknown, invocation, names.DEFAULT_MAILBOX) from None
             try:
-                delivery = self._deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
+                delivery = route.deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
             except Exception as exc:
-                raise self._retry_failure(classify(exc), invocation) from None
+                raise self._retry_failure(classify(exc), invocation, route.mailbox.name) from None
         self._delivered(delivery, invocation)
         return {"status": delivery.status, "gmailMessageId": delivery.gmail_message_id}
 
-    def _retry_failure(self, error: SesMailError, invocation: _Invocation) -> SesMailError:
+    def _retry_failure(self, error: SesMailError, invocation: _Invocation, mailbox: str) -> SesMailError:
         """Log it (inside the message's context) and return the contract class to raise.
 
         Step Functions matches the errorType, i.e. the class name, so subclasses such as
@@ -344,7 +455,7 @@ class Forwarder:
         attribute, and Step Functions payloads and SQS messages are size-limited.
         """
         invocation.counts[names.METRIC_FAILED] += 1
-        _count_failure(error, invocation)
+        _count_failure(error, mailbox, invocation)
         log.error(
             "retry delivery failed",
             extra={"event": "retry.failed", "failureClass": error.failure_class.value, "reason": error.reason},
@@ -371,7 +482,14 @@ def _ignored(document: dict[str, Any]) -> bool:
     return reason is not None
 
 
-def _count_failure(error: SesMailError, invocation: _Invocation) -> None:
+def _unrouted(recipients: tuple[str, ...]) -> PermanentError:
+    """A configuration error: the receipt rule accepted mail that no mailbox lists."""
+    if not recipients:
+        return PermanentError("no mailbox for this message: its notification lists no envelope recipients")
+    return PermanentError(f"no mailbox for recipient {', '.join(recipients)}")
+
+
+def _count_failure(error: SesMailError, mailbox: str, invocation: _Invocation) -> None:
     """What a failure tells the operator: a dead token (0 hours left) or a refused mailbox.
 
     Only a grant the token endpoint declared dead (``invalid_grant`` after the SSM re-read) is
@@ -379,9 +497,9 @@ def _count_failure(error: SesMailError, invocation: _Invocation) -> None:
     mailbox has its own metric so the token alarms do not page about a token that works.
     """
     if isinstance(error, TokenExpiredError) and not isinstance(error, TokenNotConfiguredError):
-        invocation.token_dead = True
+        invocation.dead_tokens.add(mailbox)
     if isinstance(error, MailboxRefusedError):
-        invocation.counts[names.METRIC_MAILBOX_REFUSED] += 1
+        invocation.refused[mailbox] += 1
 
 
 def _parks(error: SesMailError, *, attempt: int) -> bool:

@@ -86,9 +86,14 @@ class MailboxTable:
 
     def route(self, recipients: Iterable[str]) -> Routing:
         """Which mailboxes receive a message for ``recipients`` (envelope), each once, in table order."""
+        wanted = list(dict.fromkeys(r.strip().lower() for r in recipients if r.strip()))
+        if not wanted:
+            # A notification without envelope recipients (SES always sends them): only a mailbox
+            # that takes everything can be meant; with none, routing reports the message unrouted.
+            return Routing({m.name: () for m in self.mailboxes if m.catches_all}, ())
         found: dict[str, list[str]] = {}
         unrouted: list[str] = []
-        for recipient in dict.fromkeys(r.strip().lower() for r in recipients if r.strip()):
+        for recipient in wanted:
             matched = self._mailboxes_for(recipient)
             if not matched:
                 unrouted.append(recipient)

@@ -11,23 +11,30 @@ from collections.abc import Mapping
 from sesmail import names
 
 
-def emf_document(env: str, counts: Mapping[str, float], *, unit: str = "Count") -> dict[str, object]:
+def emf_document(
+    env: str, counts: Mapping[str, float], *, unit: str = "Count", dimensions: Mapping[str, str] | None = None
+) -> dict[str, object]:
+    """One EMF object; ``dimensions`` (e.g. ``{"Mailbox": "alice"}``) apply to every metric in it."""
+    dimensions = dict(dimensions or {})
     return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
                     "Namespace": names.metric_namespace(env),
-                    "Dimensions": [[]],
+                    "Dimensions": [sorted(dimensions)],
                     "Metrics": [{"Name": name, "Unit": unit} for name in counts],
                 }
             ],
         },
+        **dimensions,
         **counts,
     }
 
 
-def emit_counts(env: str, counts: Mapping[str, float], *, unit: str = "Count") -> None:
+def emit_counts(
+    env: str, counts: Mapping[str, float], *, unit: str = "Count", dimensions: Mapping[str, str] | None = None
+) -> None:
     """Print one EMF line; CloudWatch Logs turns it into metrics in ``SESMail/{env}``.
 
     Never raises: the forwarder calls this after the batch is settled, and a metric that cannot
@@ -37,7 +44,7 @@ def emit_counts(env: str, counts: Mapping[str, float], *, unit: str = "Count") -
     if not counts:
         return
     try:
-        sys.stdout.write(json.dumps(emf_document(env, counts, unit=unit)) + "\n")
+        sys.stdout.write(json.dumps(emf_document(env, counts, unit=unit, dimensions=dimensions)) + "\n")
     except Exception as exc:
         with contextlib.suppress(Exception):
             sys.stderr.write(f"sesmail: could not emit metrics {sorted(counts)}: {type(exc).__name__}: {exc}\n")

@@ -27,9 +27,11 @@ def park_for_retry(
     original_timestamp: str,
     attempt_count: int,
     request_id: str,
+    mailbox: str = names.DEFAULT_MAILBOX,
 ) -> str:
-    """Queue the SES notification for the retry processor; returns the SQS message id."""
+    """Queue the SES notification in ``mailbox``'s retry queue; returns the SQS message id."""
     attributes = {
+        names.ATTR_MAILBOX: mailbox,
         names.ATTR_ORIGINAL_TIMESTAMP: original_timestamp,
         names.ATTR_ERROR_TYPE: error.failure_class.value,
         names.ATTR_ATTEMPT_COUNT: str(attempt_count),

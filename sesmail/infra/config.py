@@ -18,6 +18,7 @@ import pulumi
 
 from sesmail import names
 from sesmail.labels import NESTING, is_label_id
+from sesmail.mailboxes import Mailbox, MailboxTable
 from sesmail.verdicts import AuthFailures
 
 NAMESPACE = names.PROJECT  # config keys are "ses-mail:<key>"
@@ -30,6 +31,8 @@ KEY_RETAIN_DAYS = "retainDays"
 KEY_TOKEN_LIFETIME_DAYS = "tokenLifetimeDays"
 KEY_RULE_SET_NAME = "ruleSetName"
 KEY_AUTH_FAILURES = "authFailures"
+KEY_MAILBOXES = "mailboxes"
+KEY_GMAIL_ADDRESS = "gmailAddress"
 KEYS = (
     KEY_DOMAINS,
     KEY_RECIPIENTS,
@@ -39,7 +42,16 @@ KEYS = (
     KEY_TOKEN_LIFETIME_DAYS,
     KEY_RULE_SET_NAME,
     KEY_AUTH_FAILURES,
+    KEY_MAILBOXES,
+    KEY_GMAIL_ADDRESS,
 )
+#: The fields of one ``ses-mail:mailboxes`` entry.
+MAILBOX_FIELDS = ("name", "recipients", "labels", "gmailAddress")
+#: SES: "Recipients per receipt rule: 100" (Amazon SES service quotas, email receiving).
+MAX_RULE_RECIPIENTS = 100
+#: What the forwarder's other environment variables may take of Lambda's 4 KB besides MAILBOXES:
+#: two queue URLs (~140 bytes each with an 80-character name), the bucket (63), env, labels.
+_ENVIRONMENT_RESERVE_BYTES = 1024
 
 # Lowercase labels; the top-level label is letters, or an IDN in punycode (xn--...).
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
@@ -51,6 +63,9 @@ _RULE_SET_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 # which it passes through. Both travel comma-joined in GMAIL_LABELS.
 _MAX_RETAIN_DAYS = 3650
 _MAX_TOKEN_LIFETIME_DAYS = 365
+
+
+_SINGLE = MailboxTable.single()
 
 
 class ConfigError(pulumi.RunError, ValueError):
@@ -70,10 +85,14 @@ class StackConfig:
     token_lifetime_days: int
     rule_set_name: str | None
     auth_failures: AuthFailures = AuthFailures.SPAM
+    #: ``ses-mail:mailboxes``, or the single ``default`` mailbox (every recipient, ``extraLabels``).
+    mailboxes: MailboxTable = _SINGLE
 
     @property
     def receipt_recipients(self) -> tuple[str, ...]:
-        """What the receipt rule matches: the configured recipients, else the whole domains."""
+        """What the receipt rule matches: every mailbox's recipients, else ``recipients``, else the domains."""
+        if self.mailboxes.configured:
+            return tuple(dict.fromkeys(r for m in self.mailboxes.mailboxes for r in m.recipients))
         return self.recipients or self.domains
 
     @property
@@ -145,7 +164,17 @@ class StackConfig:
                 "viruses not imported) or inbox (no sender-authentication filtering)"
             ) from None
 
-        return cls(
+        gmail_address = _gmail_address(raw.get(KEY_GMAIL_ADDRESS), f"config '{NAMESPACE}:{KEY_GMAIL_ADDRESS}'")
+        mailboxes = _mailboxes(raw, domains, gmail_address)
+        if mailboxes is None:
+            mailboxes = MailboxTable.single(extra_labels, gmail_address)
+        elif recipients or extra_labels:
+            key = KEY_RECIPIENTS if recipients else KEY_EXTRA_LABELS
+            raise ConfigError(
+                f"config '{NAMESPACE}:{key}' is set together with '{NAMESPACE}:{KEY_MAILBOXES}': give each mailbox "
+                "its own recipients and labels, and remove the top-level key"
+            )
+        config = cls(
             env=env,
             domains=domains,
             recipients=recipients,
@@ -155,7 +184,14 @@ class StackConfig:
             token_lifetime_days=token_lifetime_days,
             rule_set_name=rule_set_name,
             auth_failures=auth_failures,
+            mailboxes=mailboxes,
         )
+        if len(config.receipt_recipients) > MAX_RULE_RECIPIENTS:
+            raise ConfigError(
+                f"the receipt rule would match {len(config.receipt_recipients)} recipients; SES allows "
+                f"{MAX_RULE_RECIPIENTS} per rule: list whole domains (catch-alls) instead of single addresses"
+            )
+        return config
 
 
 def load(env: str | None = None) -> StackConfig:
@@ -204,34 +240,43 @@ def _is_address(text: str) -> bool:
     return bool(at) and bool(_LOCAL_PART_RE.match(local)) and bool(_DOMAIN_RE.match(domain.lower()))
 
 
-def _check_recipient(recipient: str, domains: tuple[str, ...]) -> None:
+def _check_recipient(recipient: str, domains: tuple[str, ...], *, where: str | None = None) -> None:
     """SES matches an address, a domain or a subdomain; it must belong to one of our domains."""
+    where = where or _where(KEY_RECIPIENTS)
     domain = recipient.rpartition("@")[2] if "@" in recipient else recipient
     if "@" in recipient and not _is_address(recipient):
-        raise ConfigError(f"config '{NAMESPACE}:{KEY_RECIPIENTS}': {recipient!r} is not an e-mail address")
+        raise ConfigError(f"{where}: {recipient!r} is not an e-mail address")
     if not _DOMAIN_RE.match(domain):
-        raise ConfigError(f"config '{NAMESPACE}:{KEY_RECIPIENTS}': {recipient!r} is neither an address nor a domain")
+        raise ConfigError(f"{where}: {recipient!r} is neither an address nor a domain")
     if not any(domain == d or domain.endswith("." + d) for d in domains):
         raise ConfigError(
-            f"config '{NAMESPACE}:{KEY_RECIPIENTS}': {recipient!r} is not under any of the "
+            f"{where}: {recipient!r} is not under any of the "
             f"configured domains ({', '.join(domains)}); SES would never receive its mail"
         )
 
 
 def _extra_labels(raw: Mapping[str, str | None]) -> tuple[str, ...]:
-    """``extraLabels``: label names as Gmail shows them, or ids; each mistake refused in one sentence.
+    """``extraLabels``: label names as Gmail shows them, or ids; each mistake refused in one sentence."""
+    return _labels(
+        f"config '{NAMESPACE}:{KEY_EXTRA_LABELS}'",
+        _verbatim_items(raw, KEY_EXTRA_LABELS),
+        KEY_EXTRA_LABELS,
+        _string_list(raw, KEY_EXTRA_LABELS),
+    )
+
+
+def _labels(where: str, verbatim: list[str], key: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """Label names (or ids) as written in the config, checked against Gmail's rules for names.
 
     A name Gmail would refuse to create would park every message at its first delivery (mailbox
     refused), so Gmail's rules for names are checked here, before anything is deployed.
     """
-    where = f"config '{NAMESPACE}:{KEY_EXTRA_LABELS}'"
-    for item in _verbatim_items(raw, KEY_EXTRA_LABELS):
+    for item in verbatim:
         if not item.strip():
             raise ConfigError(f"{where} lists an empty label name; remove it")
         if item != item.strip():
             spaced = "starts or ends with a space, which a Gmail label name cannot"
             raise ConfigError(f"{where}: {item!r} {_CONTROL_CHARACTER if _has_control_character(item) else spaced}")
-    labels = _string_list(raw, KEY_EXTRA_LABELS)
     seen: dict[str, str] = {}
     for label in labels:
         problem = None if is_label_id(label) else _label_name_problem(label)
@@ -240,8 +285,102 @@ def _extra_labels(raw: Mapping[str, str | None]) -> tuple[str, ...]:
         earlier = seen.setdefault(label.casefold(), label)
         if earlier != label:
             raise ConfigError(f"{where} lists {label!r} and {earlier!r}, one Gmail label (names ignore case)")
-    _no_duplicates(KEY_EXTRA_LABELS, labels)
+    _no_duplicates(key, labels, where)
     return labels
+
+
+def _gmail_address(value: object, where: str) -> str | None:
+    """A Gmail (or Google Workspace) address the mailbox's token must belong to, lowercased."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not _is_address(value.strip()):
+        raise ConfigError(f"{where}: {value!r} is not an e-mail address (the Google account of the mailbox)")
+    return value.strip().lower()
+
+
+def _mailboxes(
+    raw: Mapping[str, str | None], domains: tuple[str, ...], gmail_address: str | None
+) -> MailboxTable | None:
+    """``ses-mail:mailboxes``, every mistake named in its own sentence; None when the key is not set."""
+    text = (raw.get(KEY_MAILBOXES) or "").strip()
+    if not text:
+        return None
+    where = _where(KEY_MAILBOXES)
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{where} is not valid ({exc.msg}); write it as a YAML list of mailboxes in the stack file"
+        ) from None
+    if not isinstance(items, list) or not items:
+        raise ConfigError(
+            f"{where} must be a non-empty list of mailboxes, each with name, recipients, labels and gmailAddress"
+        )
+    problems: list[str] = []
+    mailboxes: list[Mailbox] = []
+    for index, item in enumerate(items):
+        try:
+            mailboxes.append(_mailbox(f"{where}[{index}]", item, domains, gmail_address))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    seen: set[str] = set()
+    for mailbox in mailboxes:
+        if mailbox.name in seen:
+            problems.append(f"{where} names the mailbox {mailbox.name!r} twice; mailbox names must be unique")
+        seen.add(mailbox.name)
+    table = MailboxTable(tuple(mailboxes), configured=True)
+    size = len(names.ENV_VAR_MAILBOXES) + len(table.to_json().encode())
+    if size > names.LAMBDA_ENVIRONMENT_MAX_BYTES - _ENVIRONMENT_RESERVE_BYTES:
+        problems.append(
+            f"{where} takes {size} bytes as the Lambdas' {names.ENV_VAR_MAILBOXES} variable; Lambda's environment "
+            f"holds {names.LAMBDA_ENVIRONMENT_MAX_BYTES} bytes in all: use catch-all domains or fewer labels"
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return table
+
+
+def _mailbox(where: str, item: object, domains: tuple[str, ...], default_address: str | None) -> Mailbox:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be a mapping with {', '.join(MAILBOX_FIELDS)}")
+    unknown = sorted(set(item) - set(MAILBOX_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown field(s) {', '.join(unknown)}; a mailbox has {', '.join(MAILBOX_FIELDS)}"
+        )
+    try:
+        given = item.get("name")
+        name = names.check_mailbox(given if isinstance(given, str) else "")
+    except ValueError as exc:
+        raise ConfigError(f"{where}.name: {exc}") from None
+    where = f"{where} ({name})"
+    recipients = _item_strings(where, item, "recipients")
+    if not recipients:
+        raise ConfigError(f"{where} has no recipients, so no mail would ever reach it; list addresses or domains")
+    recipients = tuple(r.lower() for r in recipients)
+    for recipient in recipients:
+        _check_recipient(recipient, domains, where=f"{where}.recipients")
+    _no_duplicates("recipients", recipients, f"{where}.recipients")
+    verbatim = _item_strings(where, item, "labels", strip=False)
+    labels = _labels(f"{where}.labels", list(verbatim), "labels", tuple(v.strip() for v in verbatim if v.strip()))
+    address = _gmail_address(item.get("gmailAddress"), f"{where}.gmailAddress")
+    if name == names.DEFAULT_MAILBOX:
+        if address and default_address and address != default_address:
+            raise ConfigError(
+                f"{where}.gmailAddress {address!r} differs from '{NAMESPACE}:{KEY_GMAIL_ADDRESS}' {default_address!r}; "
+                "keep one of them"
+            )
+        address = address or default_address
+    return Mailbox(name, recipients, labels, address)
+
+
+def _item_strings(where: str, item: dict[str, object], field: str, *, strip: bool = True) -> tuple[str, ...]:
+    value = item.get(field)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}.{field} must be a list of strings")
+    return tuple(v.strip() for v in value if v.strip()) if strip else tuple(value)
 
 
 def _verbatim_items(raw: Mapping[str, str | None], key: str) -> list[str]:
@@ -295,9 +434,13 @@ def _reserved_label_problem(levels: list[str]) -> str | None:
     return "is a name Gmail keeps for itself and refuses to create; choose another name"
 
 
-def _no_duplicates(key: str, values: tuple[str, ...]) -> None:
+def _where(key: str) -> str:
+    return f"config '{NAMESPACE}:{key}'"
+
+
+def _no_duplicates(key: str, values: tuple[str, ...], where: str | None = None) -> None:
     seen: set[str] = set()
     for value in values:
         if value in seen:
-            raise ConfigError(f"config '{NAMESPACE}:{key}' lists {value!r} twice")
+            raise ConfigError(f"{where or _where(key)} lists {value!r} twice")
         seen.add(value)
