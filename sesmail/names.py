@@ -270,9 +270,15 @@ GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.insert"
 #: users.labels.list and users.labels.create: label *names* are resolved to ids, and a missing
 #: label is created (sesmail.labels). Google calls it non-sensitive ("Manage labels" guide).
 GMAIL_LABELS_SCOPE = "https://www.googleapis.com/auth/gmail.labels"
-#: What the refresh CLI's consent asks for. A token granted before gmail.labels was added still
-#: imports with label *ids*; label names then park mail until it is renewed once.
-CONSENT_SCOPES = (GMAIL_SCOPE, GMAIL_LABELS_SCOPE)
+#: OpenID Connect: the code exchange then returns an id token naming the Google account that
+#: consented (``sesmail.identity``), so a renewal can tell whose mailbox the token opens. The
+#: e-mail scope in its full form: Google answers ``email`` with this URL, and oauthlib refuses a
+#: token whose scopes differ from the ones asked for.
+OPENID_SCOPE = "openid"
+EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+#: What the consent asks for (the CLI and the renewal page). A token granted before gmail.labels
+#: was added still imports with label *ids*; label names then park mail until it is renewed once.
+CONSENT_SCOPES = (GMAIL_SCOPE, GMAIL_LABELS_SCOPE, OPENID_SCOPE, EMAIL_SCOPE)
 #: users.labels.list (GET) and users.labels.create (POST).
 GMAIL_LABELS_PATH = "/gmail/v1/users/me/labels"
 #: Label ids every mailbox has and an import may set ("Manage labels" guide, system labels).

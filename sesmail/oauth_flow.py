@@ -58,6 +58,7 @@ from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
 from sesmail import names
+from sesmail.identity import IdentityClaims, IdTokenError
 from sesmail.log import redact, register_secret
 from sesmail.refresh_errors import GOOGLE_PERMISSIONS_URL, RefreshFailed
 
@@ -89,6 +90,8 @@ class Grant:
     scopes: tuple[str, ...]
     #: Seconds until the refresh token dies, when Google says (apps in "Testing" status).
     refresh_token_expires_in: int | None
+    #: The consenting account, from the answer's id token (None when Google sent none).
+    identity: IdentityClaims | None = None
 
 
 class InsecureClientUri(InsecureTransportError):  # type: ignore[misc]  # oauthlib ships no type hints
@@ -99,14 +102,21 @@ class InsecureClientUri(InsecureTransportError):  # type: ignore[misc]  # oauthl
         self.fields = fields
 
 
-def obtain_grant(client_json: Mapping[str, Any], *, port: int, open_browser: bool, say: Say) -> Grant:
-    """Consent in the browser, then the code exchange; oauthlib's and socket errors propagate as they are."""
+def obtain_grant(
+    client_json: Mapping[str, Any], *, port: int, open_browser: bool, say: Say, login_hint: str | None = None
+) -> Grant:
+    """Consent in the browser, then the code exchange; oauthlib's and socket errors propagate as they are.
+
+    ``login_hint`` (the mailbox's Gmail address) preselects that account on Google's consent
+    screen; the person may still pick another, which the id token then tells.
+    """
     flow = InstalledAppFlow.from_client_config(dict(client_json), scopes=list(names.CONSENT_SCOPES))
     _require_https(flow.client_config)
     server = _LoopbackServer(port)
     try:
         flow.redirect_uri = server.redirect_uri
-        url, state = flow.authorization_url(access_type="offline", prompt="consent")
+        hint = {"login_hint": login_hint} if login_hint else {}
+        url, state = flow.authorization_url(access_type="offline", prompt="consent", **hint)
         server.start(state)
         _present(url, flow.redirect_uri, server.server_port, open_browser, say)
         answer = server.wait_for_answer()
@@ -399,7 +409,18 @@ def _grant_from(token: Mapping[str, Any]) -> Grant:
     scope = token.get("scope") or list(names.CONSENT_SCOPES)
     scopes = tuple(scope.split() if isinstance(scope, str) else (str(s) for s in scope))
     expires_in = token.get("refresh_token_expires_in")
-    return Grant(str(refresh_token), scopes, None if expires_in is None else int(expires_in))
+    return Grant(str(refresh_token), scopes, None if expires_in is None else int(expires_in), _identity(token))
+
+
+def _identity(token: Mapping[str, Any]) -> IdentityClaims | None:
+    """The id token's claims; None without one, or with one that is not a readable JWT (then unchecked)."""
+    id_token = token.get("id_token")
+    if not isinstance(id_token, str) or not id_token:
+        return None
+    try:
+        return IdentityClaims.from_id_token(id_token)
+    except IdTokenError:
+        return None
 
 
 def _present(url: str, redirect_uri: str, port: int, open_browser: bool, say: Say) -> None:

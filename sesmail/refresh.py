@@ -29,6 +29,7 @@ from sesmail.audit import AuditLogGroupMissing, write_audit_record
 from sesmail.aws import AwsClients
 from sesmail.http import HttpClient
 from sesmail.log import redact
+from sesmail.mailboxes import Mailbox, MailboxTable
 from sesmail.oauth_flow import Grant, obtain_grant
 from sesmail.refresh_args import PROG, parse_args
 from sesmail.refresh_errors import ErrorContext, RefreshFailed, explain
@@ -38,6 +39,8 @@ from sesmail.token_store import ProvenToken, StoredToken, missing_parameters, pr
 from sesmail.tokens import ClientConfig, ClientConfigError, RefreshToken, iso_utc
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+#: The audit record's ``source``: this CLI (the renewal page writes its own).
+AUDIT_SOURCE = "refresh-cli"
 
 
 class Console:
@@ -60,6 +63,7 @@ class _Run:
     env: str
     ctx: ErrorContext
     console: Console
+    mailbox: str = names.DEFAULT_MAILBOX
     stored: bool = False
     execution_arn: str | None = None
 
@@ -74,7 +78,8 @@ class _Run:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
-    run = _Run(args.env, ErrorContext(env=args.env, port=args.port, profile=args.profile), console)
+    ctx = ErrorContext(env=args.env, port=args.port, profile=args.profile)
+    run = _Run(args.env, ctx, console, mailbox=args.mailbox)
     try:
         return _renew(args, run)
     except KeyboardInterrupt:
@@ -104,15 +109,17 @@ def _renew(args: argparse.Namespace, run: _Run) -> int:
     poll_seconds = _poll_seconds()
     aws = AwsClients(args.region, args.profile)
     caller = _identify(aws, run)
+    mailbox = _mailbox(aws.ssm, run)
     client_text, client = _client_config(args, aws.ssm, run.env)
     run.console.say(f"OAuth client {client.client_id} (from {args.client_secret or 'SSM'}).")
-    proven, lifetime_source = _consent_and_prove(args, client_text, client, run.console)
+    proven, lifetime_source, account = _consent_and_prove(args, client_text, client, run.console, mailbox)
 
-    stored = store_token(aws.ssm, run.env, proven, client_json=client_text if args.client_secret else None)
+    client_json = client_text if args.client_secret else None
+    stored = store_token(aws.ssm, run.env, proven, client_json=client_json, mailbox=run.mailbox)
     run.stored = True
     hours = _announce_stored(run.console, stored, proven.token, lifetime_source)
     _publish_hours(aws, run, hours)
-    _audit(aws, run, caller, token=proven.token, stored=stored, lifetime_source=lifetime_source)
+    _audit(aws, run, caller, token=proven.token, stored=stored, lifetime_source=lifetime_source, account=account)
     if args.no_retry:
         run.console.say("Not starting the retry processor (--no-retry): parked mail stays queued until it runs.")
         return EXIT_OK
@@ -128,20 +135,81 @@ def _identify(aws: AwsClients, run: _Run) -> _Caller:
         f"Renewing the Gmail token of environment {run.env!r}: account {caller.account}, region {region}, "
         f"as {caller.arn}."
     )
-    _require_deployed(aws.ssm, run.env, region)
+    _require_deployed(aws.ssm, run.env, region, run.mailbox)
     return caller
 
 
+def _mailbox(ssm: Any, run: _Run) -> Mailbox:
+    """The mailbox being renewed, from the stack's mailbox table in SSM; says which account it expects.
+
+    The table parameter exists when the stack configures ``mailboxes`` or ``gmailAddress``; without
+    it only ``default`` exists, with no address to check the consenting account against.
+    """
+    try:
+        text = str(ssm.get_parameter(Name=names.mailboxes_parameter(run.env))["Parameter"]["Value"])
+        table = MailboxTable.from_json(text)
+    except ssm.exceptions.ParameterNotFound:
+        table = MailboxTable.single()
+    except ValueError as exc:
+        raise RefreshFailed(
+            f"the mailbox table {names.mailboxes_parameter(run.env)} is unreadable ({exc}); "
+            f"run `{names.deploy_command(run.env)}` to rewrite it"
+        ) from None
+    mailbox = table.get(run.mailbox)
+    if mailbox is None:
+        raise RefreshFailed(
+            f"stack {run.env!r} has no mailbox {run.mailbox!r} (it has: {', '.join(table.names)}); "
+            "pass one of those to --mailbox, or add the mailbox to ses-mail:mailboxes and run "
+            f"`{names.deploy_command(run.env)}`"
+        )
+    expected = mailbox.gmail_address or "any account (no gmailAddress configured, so it is not checked)"
+    run.console.say(f"Mailbox {mailbox.name!r}: Google's consent must come from {expected}.")
+    return mailbox
+
+
+def _check_account(grant: Grant, mailbox: Mailbox, console: Console) -> str | None:
+    """The consenting account (from the id token); refuses another account than the mailbox's.
+
+    Storing another account's token would import this mailbox's mail into that account's Gmail,
+    so a mismatch stores nothing (the renewal page refuses it alike).
+    """
+    identity = grant.identity
+    account = identity.verified_email() if identity is not None and identity.from_google else None
+    expected = mailbox.gmail_address
+    if account is None:
+        if expected:
+            console.warn(
+                f"Google's answer did not name a verified account (no usable id token), so it could not be "
+                f"checked against {expected}"
+            )
+        return None
+    if expected and account != expected.lower():
+        raise RefreshFailed(
+            f"Google's consent came from {account}, but mailbox {mailbox.name!r} belongs to {expected}; nothing "
+            f"was stored. Rerun and choose {expected} on Google's account screen (or correct the mailbox's "
+            "gmailAddress in the stack config)"
+        )
+    console.say(f"Google says the consent came from {account} (the id token's verified e-mail).")
+    return account
+
+
 def _consent_and_prove(
-    args: argparse.Namespace, client_text: str, client: ClientConfig, console: Console
-) -> tuple[ProvenToken, str]:
-    """Consent in the browser, then mint an access token with the new refresh token."""
+    args: argparse.Namespace, client_text: str, client: ClientConfig, console: Console, mailbox: Mailbox
+) -> tuple[ProvenToken, str, str | None]:
+    """Consent in the browser (as the mailbox's account), then mint an access token with the new refresh token."""
     if client.kind == "web":
         console.warn(
             f"this is a 'web' OAuth client: Google redirects only to the URIs registered for it, so add "
             f"http://{names.OAUTH_LOOPBACK_HOST}:{args.port}/ to them (a 'Desktop app' client needs nothing)"
         )
-    grant = obtain_grant(json.loads(client_text), port=args.port, open_browser=not args.no_browser, say=console.say)
+    grant = obtain_grant(
+        json.loads(client_text),
+        port=args.port,
+        open_browser=not args.no_browser,
+        say=console.say,
+        login_hint=mailbox.gmail_address,
+    )
+    account = _check_account(grant, mailbox, console)
     lifetime, lifetime_source = _lifetime(grant, args.lifetime_days)
     token = RefreshToken.issued_now(grant.refresh_token, lifetime=lifetime, scopes=grant.scopes)
     console.say("Google issued a new refresh token; checking it by minting an access token ...")
@@ -151,7 +219,7 @@ def _consent_and_prove(
     finally:
         http.close()
     console.say("The new token works.")
-    return proven, lifetime_source
+    return proven, lifetime_source, account
 
 
 def _announce_stored(console: Console, stored: StoredToken, token: RefreshToken, lifetime_source: str) -> float:
@@ -166,9 +234,9 @@ def _announce_stored(console: Console, stored: StoredToken, token: RefreshToken,
     return hours
 
 
-def _require_deployed(ssm: Any, env: str, region: str) -> None:
-    """Fail before the browser opens when the stack (its three parameters) is not deployed here."""
-    missing = missing_parameters(ssm, env)
+def _require_deployed(ssm: Any, env: str, region: str, mailbox: str) -> None:
+    """Fail before the browser opens when the stack (the mailbox's three parameters) is not deployed here."""
+    missing = missing_parameters(ssm, env, mailbox)
     if missing:
         what = f"SSM parameters {', '.join(missing)} do" if len(missing) > 1 else f"SSM parameter {missing[0]} does"
         raise RefreshFailed(
@@ -202,7 +270,7 @@ def _lifetime(grant: Grant, lifetime_days: int) -> tuple[timedelta | None, str]:
 def _publish_hours(aws: AwsClients, run: _Run, hours: float) -> None:
     """Clear the expiry alarm now; if this fails the token monitor publishes within 15 minutes."""
     try:
-        publish_token_hours(aws.get("cloudwatch"), run.env, hours)
+        publish_token_hours(aws.get("cloudwatch"), run.env, hours, run.mailbox)
     except Exception as exc:
         run.console.warn(
             f"{names.METRIC_TOKEN_HOURS} was not published ({explain(exc, run.ctx)}); the token monitor "
@@ -220,14 +288,18 @@ def _audit(
     token: RefreshToken,
     stored: StoredToken,
     lifetime_source: str,
+    account: str | None,
 ) -> None:
-    """Record who renewed the token and which parameter versions that made; never the token."""
-    token_parameter = names.refresh_token_parameter(run.env)
+    """Record who renewed which mailbox's token, as which Google account, and the versions written; never the token."""
+    token_parameter = names.refresh_token_parameter(run.env, run.mailbox)
     record = {
         "action": names.AUDIT_ACTION_TOKEN_RENEWED,
         "who": caller.arn,
         "account": caller.account,
         "env": run.env,
+        "mailbox": run.mailbox,
+        "google_account": account,
+        "source": AUDIT_SOURCE,
         "when": iso_utc(token.created_at),
         "parameter": token_parameter,
         "version": stored.version_of(token_parameter),
@@ -257,9 +329,9 @@ def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seco
     arn = names.state_machine_arn(run.env, caller.region, caller.account, caller.partition)
     sfn, sqs = aws.get("stepfunctions"), aws.sqs
     try:
-        queue_url = retry_queue_url(sqs, run.env) if wait else None
+        queue_url = retry_queue_url(sqs, run.env, run.mailbox) if wait else None
         initial = queue_depth(sqs, queue_url) if queue_url else None
-        execution = start_retry_processor(sfn, arn)
+        execution = start_retry_processor(sfn, arn, mailbox=run.mailbox)
     except Exception as exc:
         raise RefreshFailed(
             f"the new token is stored, but the retry processor was not started: {explain(exc, run.ctx)}"
@@ -279,7 +351,8 @@ def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seco
             f"the new token is stored, but the retry processor ended {outcome.status} "
             f"({outcome.error or 'no error'}: {outcome.cause or 'no cause given'}); the mail it did not deliver "
             f"stays in the retry queue, so see `aws stepfunctions get-execution-history --execution-arn {execution}`, "
-            f"fix the cause, and start it again with `aws stepfunctions start-execution --state-machine-arn {arn}`"
+            f"fix the cause, and start it again with `aws stepfunctions start-execution --state-machine-arn {arn} "
+            f'--input \'{{"mailbox": "{run.mailbox}"}}\'`'
         )
     if outcome.delivered is None:
         say("The retry processor finished.")

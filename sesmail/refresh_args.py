@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"Pulumi.<env>.yaml in the current directory, else {names.TESTING_TOKEN_LIFETIME_DAYS}, the 'Testing' "
         "status limit; 0 = never expires)",
     )
+    parser.add_argument(
+        "--mailbox",
+        metavar="NAME",
+        type=_mailbox,
+        default=names.DEFAULT_MAILBOX,
+        help=f"which mailbox's token to renew (ses-mail:mailboxes; default {names.DEFAULT_MAILBOX!r})",
+    )
     parser.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: your AWS configuration)")
     parser.add_argument("--profile", metavar="NAME", help="AWS profile to use (default: your AWS configuration)")
     return parser
@@ -87,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _env(value: str) -> str:
     try:
         return names.check_env(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _mailbox(value: str) -> str:
+    try:
+        return names.check_mailbox(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

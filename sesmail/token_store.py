@@ -78,20 +78,22 @@ def prove_token(http: HttpClient, client: ClientConfig, token: RefreshToken) -> 
     return ProvenToken(token, client)
 
 
-def missing_parameters(ssm: Any, env: str) -> list[str]:
+def missing_parameters(ssm: Any, env: str, mailbox: str = names.DEFAULT_MAILBOX) -> list[str]:
     """The token parameters that do not exist yet: the stack was not deployed (``pulumi up``).
 
     Checked before the browser opens, because creating them here would make the next
     ``pulumi up`` fail on parameters it did not create.
     """
-    wanted = _parameter_names(env)
+    wanted = _parameter_names(env, mailbox)
     found = {p["Name"] for p in _describe(ssm, wanted)}
     return [name for name in wanted if name not in found]
 
 
-def store_token(ssm: Any, env: str, proven: ProvenToken, *, client_json: str | None = None) -> StoredToken:
-    """Write client JSON (if given), refresh token and expiry; all of them or none."""
-    writes = _planned_writes(env, proven.token, client_json)
+def store_token(
+    ssm: Any, env: str, proven: ProvenToken, *, client_json: str | None = None, mailbox: str = names.DEFAULT_MAILBOX
+) -> StoredToken:
+    """Write client JSON (if given), the mailbox's refresh token and expiry; all of them or none."""
+    writes = _planned_writes(env, proven.token, client_json, mailbox)
     previous = _snapshot(ssm, [w.name for w in writes])
     done: list[WrittenParameter] = []
     try:
@@ -105,19 +107,19 @@ def store_token(ssm: Any, env: str, proven: ProvenToken, *, client_json: str | N
     return StoredToken(tuple(done))
 
 
-def _parameter_names(env: str) -> list[str]:
+def _parameter_names(env: str, mailbox: str) -> list[str]:
     return [
         names.client_credentials_parameter(env),
-        names.refresh_token_parameter(env),
-        names.refresh_token_expiry_parameter(env),
+        names.refresh_token_parameter(env, mailbox),
+        names.refresh_token_expiry_parameter(env, mailbox),
     ]
 
 
-def _planned_writes(env: str, token: RefreshToken, client_json: str | None) -> list[_Write]:
+def _planned_writes(env: str, token: RefreshToken, client_json: str | None, mailbox: str) -> list[_Write]:
     """Client first, expiry last: the token monitor only looks at the expiry."""
     writes = [] if client_json is None else [_Write(names.client_credentials_parameter(env), client_json, SECURE)]
-    writes.append(_Write(names.refresh_token_parameter(env), token.to_json(), SECURE))
-    writes.append(_Write(names.refresh_token_expiry_parameter(env), token.expiry().to_json(), PLAIN))
+    writes.append(_Write(names.refresh_token_parameter(env, mailbox), token.to_json(), SECURE))
+    writes.append(_Write(names.refresh_token_expiry_parameter(env, mailbox), token.expiry().to_json(), PLAIN))
     return writes
 
 

@@ -96,7 +96,11 @@ def test_the_consent_request_is_offline_with_consent_prompt_pkce_s256_and_a_loop
 
     assert result.returncode == 0, result.stderr
     (request,) = google.consent_requests
-    assert request["scope"] == f"{GMAIL_INSERT_SCOPE} {GMAIL_LABELS_SCOPE}"
+    # gmail.insert and gmail.labels, plus openid and the e-mail scope: the id token names the account.
+    assert (
+        request["scope"]
+        == f"{GMAIL_INSERT_SCOPE} {GMAIL_LABELS_SCOPE} openid https://www.googleapis.com/auth/userinfo.email"
+    )
     assert request["access_type"] == "offline"
     assert request["prompt"] == "consent"
     assert request["state"]
