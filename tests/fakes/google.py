@@ -15,6 +15,13 @@ and every error has Google's JSON shape. ``users.labels.list`` and ``users.label
 strict: each method's own scopes, Gmail's rules for names, 409 for a name that exists in any case.
 Each rule's source is cited where it is defined.
 
+Several Google accounts share one fake, as several mailboxes share one deployment: a refresh token
+belongs to the account that consented (:data:`DEFAULT_ACCOUNT` unless a test says otherwise), its
+access tokens act on that account's mailbox, and each mailbox has its own messages, labels and
+per-user quota. Single-mailbox tests never name an account and see the default one. The consent
+endpoint signs ``consent_account`` in, whatever ``login_hint`` asked for, and with the ``openid``
+scope the code exchange answers with an OpenID Connect ``id_token`` naming that account.
+
 Standard library only, so it runs anywhere the tests run. All mutable state sits behind one
 ``threading.Lock``; the server handles each connection on its own thread.
 
@@ -30,6 +37,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import html
 import json
 import math
 import re
@@ -38,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +57,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 GMAIL_INSERT_SCOPE: Final = "https://www.googleapis.com/auth/gmail.insert"
 GMAIL_LABELS_SCOPE: Final = "https://www.googleapis.com/auth/gmail.labels"
+USERINFO_EMAIL_SCOPE: Final = "https://www.googleapis.com/auth/userinfo.email"
+USERINFO_PROFILE_SCOPE: Final = "https://www.googleapis.com/auth/userinfo.profile"
+#: The account every grant, message and label belongs to unless a test names another.
+DEFAULT_ACCOUNT: Final = "owner@gmail.com"
+#: ``iss`` of Google's ID tokens (OpenID Connect reference, discovery document: "The modern value
+#: is https://accounts.google.com").
+ID_TOKEN_ISSUER: Final = "https://accounts.google.com"
+ID_TOKEN_LIFETIME_SECONDS: Final = 3600  # Google's ID tokens expire an hour after ``iat``
 IMPORT_PATH: Final = "/upload/gmail/v1/users/me/messages/import"
 LABELS_PATH: Final = "/gmail/v1/users/me/labels"
 TOKEN_PATH: Final = "/token"
@@ -108,10 +125,21 @@ _KNOWN_SCOPES: Final = frozenset(
         "openid",
         "email",
         "profile",
-        "https://www.googleapis.com/auth/userinfo.email",
-        "https://www.googleapis.com/auth/userinfo.profile",
+        USERINFO_EMAIL_SCOPE,
+        USERINFO_PROFILE_SCOPE,
     }
 )
+# Sign-in's short scope names and the scopes Google grants for them. Asking for ``email`` or
+# ``profile`` grants ``openid`` too: google-api-python-client PR #1088 quotes oauthlib's warning
+# 'Scope has changed from "email profile" to "https://www.googleapis.com/auth/userinfo.email openid
+# https://www.googleapis.com/auth/userinfo.profile"', and PrefectHQ/fastmcp issue #2314 shows
+# ["openid", "email"] coming back as ["openid", "https://www.googleapis.com/auth/userinfo.email"].
+# The token endpoint's ``scope`` names only the long forms; the consent redirect's ``scope`` keeps
+# the names asked for and adds the long forms and ``openid`` (redirects quoted in public code, e.g.
+# "scope=email%20profile%20https://www.googleapis.com/auth/userinfo.profile%20https://www.googleapis.com/
+# auth/userinfo.email%20openid&authuser=0&prompt=consent").
+_SIGN_IN_SCOPES: Final = {"email": USERINFO_EMAIL_SCOPE, "profile": USERINFO_PROFILE_SCOPE}
+_IDENTITY_SCOPES: Final = frozenset({"openid", *_SIGN_IN_SCOPES, *_SIGN_IN_SCOPES.values()})
 #: Label ids every mailbox has (Gmail API guide "Manage labels", system labels). CHAT is left out:
 #: Gmail answers an import carrying it with 400 "Invalid label: CHAT" (seen in
 #: GAM-team/got-your-back issue #135), so it is not a label an import may set.
@@ -201,15 +229,21 @@ class ImportedMessage:
     label_ids: list[str]
     params: dict[str, str]  # query string of the import request
     access_token: str
+    account: str = DEFAULT_ACCOUNT  # whose mailbox: the account of the access token's grant
 
 
 @dataclass(frozen=True)
 class LabelCall:
-    """One users.labels request: ``list`` or ``create`` (with the name asked for), and the status answered."""
+    """One users.labels request: ``list`` or ``create`` (with the name asked for), and the status answered.
+
+    ``account`` is the account of the bearer token presented (live or not), None when the request
+    carried no token the fake ever minted.
+    """
 
     method: str
     name: str | None
     status: int
+    account: str | None = DEFAULT_ACCOUNT
 
 
 # --- internal records ------------------------------------------------------------------------
@@ -253,6 +287,7 @@ class _Grant:
 
     scope: str
     revoked: bool = False
+    account: str = DEFAULT_ACCOUNT
 
 
 @dataclass(frozen=True)
@@ -260,15 +295,18 @@ class _AccessToken:
     refresh_token: str
     scope: str
     expires_at: float
+    account: str = DEFAULT_ACCOUNT
 
 
 @dataclass(frozen=True)
 class _AuthCode:
     redirect_uri: str
-    scope: str
+    scope: str  # as the token endpoint names it (see _token_scope)
     code_challenge: str | None
     code_challenge_method: str
     issued_at: float
+    account: str  # who signed in at the consent screen
+    nonce: str | None  # the consent request's, for the ID token
 
 
 @dataclass(frozen=True)
@@ -385,22 +423,44 @@ def _injected_reply(
 class FakeGoogle:
     """Google's token and consent endpoints, Gmail's import and labels endpoints, with scriptable failures.
 
-    Configuration attributes (``quota_units_per_minute``, ``consent_behavior``,
+    Configuration attributes (``quota_units_per_minute``, ``consent_behavior``, ``consent_account``,
     ``return_refresh_token``, ``refresh_token_expires_in``, ``access_token_lifetime``,
-    ``granted_scopes``) may be set at any time; recorded state is exposed as copies taken under the lock.
+    ``granted_scopes``, ``unverified_accounts``, ``web_redirect_uris``) may be set at any time;
+    recorded state is exposed as copies taken under the lock.
+
+    One OAuth client (``client_id``) serves both kinds of :meth:`client_json`: the fake cannot tell
+    which file a caller read, so the consent endpoint takes a redirect URI either kind may use.
     """
 
     def __init__(self, *, access_token_lifetime: int = 3599, store_bodies: bool = True) -> None:
         self.access_token_lifetime = access_token_lifetime
         self.store_bodies = store_bodies
+        #: Gmail's per-user quota: each account has its own window of this many units a minute.
         self.quota_units_per_minute: int | None = None
         self.consent_behavior: str = "approve"
+        #: The account that signs in at the consent screen. ``login_hint`` only preselects an account
+        #: in Google's chooser ("Using OAuth 2.0 for Web Server Applications" and "... for iOS &
+        #: Desktop Apps": the server "uses the hint to simplify the login flow"); the user may pick
+        #: another, so the fake ignores the hint and this account consents.
+        self.consent_account: str = DEFAULT_ACCOUNT
+        #: Accounts whose ID tokens say ``"email_verified": false``.
+        self.unverified_accounts: set[str] = set()
+        #: Redirect URIs registered for the web client: exact matches, any scheme and host (Google
+        #: compares a web client's redirect_uri with the registered ones exactly; anything else is
+        #: "Error 400: redirect_uri_mismatch"). Loopback http URIs are also taken, as for the
+        #: desktop client, whatever the port.
+        self.web_redirect_uris: set[str] = {"http://localhost:8080/"}
         self.return_refresh_token: bool = True
         self.refresh_token_expires_in: int | None = None
         #: Google's granular consent: the requested scopes the user left ticked (None: all of them).
         self.granted_scopes: frozenset[str] | None = None
         self.client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
         self.client_secret = "GOCSPX-" + secrets.token_urlsafe(21)
+        # Signs ID tokens with HS256. Google signs with RS256 keys published at its jwks_uri; nothing
+        # here checks that signature, since an ID token read straight from the token endpoint's
+        # TLS response needs none (OpenID Connect Core 3.1.3.7: "the TLS server validation MAY be
+        # used to validate the issuer in place of checking the token signature").
+        self._id_token_key = secrets.token_bytes(32)
 
         self._lock = threading.Lock()
         self._grants: dict[str, _Grant] = {}
@@ -408,12 +468,14 @@ class FakeGoogle:
         self._codes: dict[str, _AuthCode] = {}
         self._token_failures: deque[_Reply] = deque()
         self._gmail_failures: deque[_Reply] = deque()
-        self._quota_log: deque[tuple[float, int]] = deque()
+        self._quota_logs: dict[str, deque[tuple[float, int]]] = {}  # account -> (time, units)
         self._clock_offset = 0.0
         self._token_requests: list[dict[str, str]] = []
         self._consent_requests: list[dict[str, str]] = []
         self._messages: list[ImportedMessage] = []
-        self._user_labels: dict[str, str] = {}  # id -> name, in creation order
+        # account -> {id: name}, in creation order. Ids are numbered across accounts, so one
+        # mailbox's label id is never valid in another's (stricter than Gmail, where ids may repeat).
+        self._user_labels: dict[str, dict[str, str]] = {}
         self._label_visibility: dict[str, dict[str, str]] = {}  # id -> what labels.create was given
         self._last_label_number = 0
         self._label_calls: list[LabelCall] = []
@@ -485,7 +547,7 @@ class FakeGoogle:
         """The OAuth client file as Google's console downloads it, pointing at this fake."""
         if kind not in ("installed", "web"):
             raise ValueError(f"kind must be 'installed' or 'web', not {kind!r}")
-        redirect_uris = ["http://localhost"] if kind == "installed" else ["http://localhost:8080/"]
+        redirect_uris = ["http://localhost"] if kind == "installed" else sorted(self.web_redirect_uris)
         return {
             kind: {
                 "client_id": self.client_id,
@@ -500,10 +562,10 @@ class FakeGoogle:
 
     # -- test controls -----------------------------------------------------------------------
 
-    def issue_refresh_token(self, scope: str = GMAIL_INSERT_SCOPE) -> str:
-        """A new valid refresh token, as if the operator had just consented."""
+    def issue_refresh_token(self, scope: str = GMAIL_INSERT_SCOPE, account: str = DEFAULT_ACCOUNT) -> str:
+        """A new valid refresh token, as if ``account`` had just consented to ``scope``."""
         with self._lock:
-            return self._new_refresh_token(scope)
+            return self._new_grant(_token_scope(scope.split()), account)
 
     def revoke(self, refresh_token: str) -> None:
         """Kill a refresh token and every access token minted from it (also unknown tokens)."""
@@ -515,8 +577,7 @@ class FakeGoogle:
         with self._lock:
             now = self._now()
             self._access_tokens = {
-                value: _AccessToken(t.refresh_token, t.scope, min(t.expires_at, now))
-                for value, t in self._access_tokens.items()
+                value: replace(t, expires_at=min(t.expires_at, now)) for value, t in self._access_tokens.items()
             }
 
     def advance_time(self, seconds: float) -> None:
@@ -524,26 +585,27 @@ class FakeGoogle:
         with self._lock:
             self._clock_offset += seconds
 
-    def add_label(self, name: str) -> str:
-        """Create a user label, as the Gmail UI would; returns its id (``Label_1``, ``Label_2`` ...).
+    def add_label(self, name: str, account: str = DEFAULT_ACCOUNT) -> str:
+        """Create a user label in ``account``'s mailbox, as the Gmail UI would; returns its id.
 
-        Imports may only carry system labels and labels created here: Gmail answers any other id
-        with 400 "Invalid label: <id>".
+        Ids are ``Label_1``, ``Label_2`` ... numbered across all accounts. Imports may only carry
+        system labels and labels of their own mailbox: Gmail answers any other id with
+        400 "Invalid label: <id>".
         """
         if not name.strip():
             raise ValueError("a label needs a name")
         with self._lock:
-            if self._label_named(name) is not None:
+            if self._label_named(name, account) is not None:
                 raise ValueError(f"{LABEL_EXISTS}: {name}")  # Gmail refuses it with 409
-            return self._new_label(name)
+            return self._new_label(name, account)
 
-    def delete_label(self, name: str) -> None:
+    def delete_label(self, name: str, account: str = DEFAULT_ACCOUNT) -> None:
         """Delete a user label, as the Gmail UI would: imports carrying its id are refused from now on."""
         with self._lock:
-            label_id = self._label_named(name)
+            label_id = self._label_named(name, account)
             if label_id is None:
-                raise ValueError(f"no label named {name!r}")
-            del self._user_labels[label_id]
+                raise ValueError(f"no label named {name!r} in {account}")
+            del self._user_labels[account][label_id]
             self._label_visibility.pop(label_id, None)
 
     def fail_token(
@@ -629,20 +691,60 @@ class FakeGoogle:
 
     @property
     def messages(self) -> list[ImportedMessage]:
+        """Every message imported so far, into any account's mailbox, in import order."""
         with self._lock:
             return list(self._messages)
 
+    def messages_for(self, account: str) -> list[ImportedMessage]:
+        """The messages imported into ``account``'s mailbox, in import order."""
+        with self._lock:
+            return [message for message in self._messages if message.account == account]
+
     @property
     def labels(self) -> list[dict[str, str]]:
-        """The mailbox's labels as ``users.labels.list`` describes them: system ones, then user ones."""
+        """The default account's labels as ``users.labels.list`` describes them: system, then user ones.
+
+        Single-mailbox tests have only that mailbox; :meth:`labels_for` reads another's.
+        """
         with self._lock:
-            return self._label_list()
+            return self._label_list(DEFAULT_ACCOUNT)
+
+    def labels_for(self, account: str) -> list[dict[str, str]]:
+        """``account``'s labels as ``users.labels.list`` describes them: system ones, then user ones."""
+        with self._lock:
+            return self._label_list(account)
 
     @property
     def label_calls(self) -> list[LabelCall]:
-        """Every users.labels request answered so far, oldest first."""
+        """Every users.labels request answered so far, for any account, oldest first."""
         with self._lock:
             return list(self._label_calls)
+
+    def label_calls_for(self, account: str) -> list[LabelCall]:
+        """The users.labels requests made with ``account``'s tokens, oldest first."""
+        with self._lock:
+            return [call for call in self._label_calls if call.account == account]
+
+    def account_sub(self, account: str) -> str:
+        """The ``sub`` of ``account``'s ID tokens: a stable numeric string, as Google's are."""
+        return _account_sub(account)
+
+    def decode_id_token(self, id_token: str) -> dict[str, Any]:
+        """The payload of an ID token this fake issued; ValueError if it is malformed or not the fake's.
+
+        For assertions only: checks the header, the HS256 signature and nothing else (not ``exp``).
+        """
+        parts = id_token.split(".")
+        if len(parts) != 3:
+            raise ValueError("an ID token has three dot-separated parts")
+        header, payload, signature = parts
+        expected = _b64url(hmac.new(self._id_token_key, f"{header}.{payload}".encode("ascii"), "sha256").digest())
+        if not hmac.compare_digest(signature, expected):
+            raise ValueError("not signed by this fake")
+        if json.loads(_b64url_decode(header)) != _ID_TOKEN_HEADER:
+            raise ValueError("unexpected JOSE header")
+        claims: dict[str, Any] = json.loads(_b64url_decode(payload))
+        return claims
 
     @property
     def import_requests(self) -> int:
@@ -724,7 +826,12 @@ class FakeGoogle:
         return _Reply.json(200, self._mint_access_token(refresh_token, grant.scope))
 
     def _authorization_code_grant(self, form: dict[str, str]) -> _Reply:
-        """Codes are single-use: looking one up consumes it, even if the exchange then fails."""
+        """Codes are single-use: looking one up consumes it, even if the exchange then fails.
+
+        The grant belongs to the account that consented. With ``openid`` granted the answer carries
+        an ``id_token`` ("OpenID Connect", "Exchange code for access token and ID token"); the
+        refresh-token grant never does here (Google's may: callers must not count on it).
+        """
         code = self._codes.pop(form.get("code", ""), None)
         if code is None or self._now() - code.issued_at > AUTH_CODE_LIFETIME_SECONDS:
             return _token_error(400, "invalid_grant", "Bad Request")
@@ -733,13 +840,21 @@ class FakeGoogle:
         pkce_problem = _pkce_problem(code, form.get("code_verifier"))
         if pkce_problem:
             return _token_error(400, "invalid_grant", pkce_problem)
-        refresh_token = self._new_refresh_token(code.scope)
+        refresh_token = self._new_grant(code.scope, code.account)
         payload = self._mint_access_token(refresh_token, code.scope)
+        if "openid" in code.scope.split():
+            payload["id_token"] = self._id_token(code, payload["access_token"])
         if self.return_refresh_token:
             payload["refresh_token"] = refresh_token
         if self.refresh_token_expires_in is not None:
             payload["refresh_token_expires_in"] = self.refresh_token_expires_in
         return _Reply.json(200, payload)
+
+    def _new_grant(self, scope: str, account: str) -> str:
+        """A refresh token of ``account``; made by _new_refresh_token, the hook subclasses override."""
+        token = self._new_refresh_token(scope)
+        self._grants[token].account = account
+        return token
 
     def _new_refresh_token(self, scope: str) -> str:
         token = "1//fake-" + secrets.token_urlsafe(24)
@@ -749,8 +864,35 @@ class FakeGoogle:
     def _mint_access_token(self, refresh_token: str, scope: str) -> dict[str, Any]:
         value = "ya29.fake-" + secrets.token_urlsafe(32)
         lifetime = self.access_token_lifetime
-        self._access_tokens[value] = _AccessToken(refresh_token, scope, self._now() + lifetime)
+        account = self._grants[refresh_token].account
+        self._access_tokens[value] = _AccessToken(refresh_token, scope, self._now() + lifetime, account)
         return {"access_token": value, "expires_in": lifetime, "scope": scope, "token_type": "Bearer"}
+
+    def _id_token(self, code: _AuthCode, access_token: str) -> str:
+        """An OpenID Connect ID token for the consenting account, with the claims Google's carry.
+
+        Claims as in Google's OpenID Connect guide ("An ID token's payload"): ``iss``, ``azp`` and
+        ``aud`` (the client id), ``sub``, ``at_hash``, ``iat`` and ``exp``; ``email`` and
+        ``email_verified`` only with the email scope; ``nonce`` when the consent request had one.
+        """
+        issued = int(time.time() + self._clock_offset)
+        digest = hashlib.sha256(access_token.encode("ascii")).digest()
+        claims: dict[str, Any] = {
+            "iss": ID_TOKEN_ISSUER,
+            "azp": self.client_id,
+            "aud": self.client_id,
+            "sub": _account_sub(code.account),
+            "at_hash": _b64url(digest[: len(digest) // 2]),  # OpenID Connect Core 3.1.3.6
+        }
+        if USERINFO_EMAIL_SCOPE in code.scope.split():
+            claims["email"] = code.account
+            claims["email_verified"] = code.account not in self.unverified_accounts
+        if code.nonce is not None:
+            claims["nonce"] = code.nonce
+        claims.update(iat=issued, exp=issued + ID_TOKEN_LIFETIME_SECONDS)
+        signing_input = f"{_b64url(_json_bytes(_ID_TOKEN_HEADER))}.{_b64url(_json_bytes(claims))}"
+        signature = hmac.new(self._id_token_key, signing_input.encode("ascii"), "sha256").digest()
+        return f"{signing_input}.{_b64url(signature)}"
 
     # -- GET /o/oauth2/auth ------------------------------------------------------------------
 
@@ -760,7 +902,8 @@ class FakeGoogle:
             self._consent_requests.append(dict(query))
             problem = self._consent_problem(query)
             if problem:
-                return _Reply.html(400, f"<html><body><h1>Error 400: {problem}</h1></body></html>")
+                page = f"<html><body><h1>Error 400: {html.escape(problem, quote=False)}</h1></body></html>"
+                return _Reply.html(400, page)
             params = self._consent_outcome(query)
         redirect_uri = query["redirect_uri"]
         separator = "" if redirect_uri.endswith(("?", "&")) else "&" if "?" in redirect_uri else "?"
@@ -770,9 +913,13 @@ class FakeGoogle:
         """What Google's error page would say, or None when the request is acceptable."""
         if query.get("client_id") != self.client_id:
             return "invalid_client (The OAuth client was not found.)"
-        redirect = urlsplit(query.get("redirect_uri", ""))
-        if redirect.scheme != "http" or redirect.hostname not in _LOOPBACK_HOSTS:
-            return "redirect_uri_mismatch (desktop clients must redirect to an http loopback address)"
+        redirect_uri = query.get("redirect_uri", "")
+        if not self._redirect_uri_allowed(redirect_uri):  # Google's page, as quoted in public setup notes
+            return (
+                "redirect_uri_mismatch (You can't sign in to this app because it doesn't comply with Google's "
+                "OAuth 2.0 policy. If you're the app developer, register the redirect URI in the Google Cloud "
+                f"Console. Request details: redirect_uri={redirect_uri})"
+            )
         if query.get("response_type") != "code":
             return "invalid_request (Missing or unsupported response_type)"
         if not query.get("scope"):
@@ -786,6 +933,17 @@ class FakeGoogle:
             return f"fake misconfigured: consent_behavior={self.consent_behavior!r}"
         return None
 
+    def _redirect_uri_allowed(self, redirect_uri: str) -> bool:
+        """The desktop client's rule or the web client's, as one client id serves both.
+
+        Desktop ("Loopback IP address flow"): http to a loopback host, any port and path. Web: the
+        exact URI registered in the console (``web_redirect_uris``), https included.
+        """
+        if redirect_uri in self.web_redirect_uris:
+            return True
+        redirect = urlsplit(redirect_uri)
+        return redirect.scheme == "http" and redirect.hostname in _LOOPBACK_HOSTS
+
     def _consent_outcome(self, query: dict[str, str]) -> dict[str, str]:
         state = query.get("state")
         if self.consent_behavior == "deny":
@@ -795,18 +953,20 @@ class FakeGoogle:
         code = "4/fake-" + secrets.token_urlsafe(32)
         challenge = query.get("code_challenge")
         granted = self.granted_scopes
-        scope = " ".join(s for s in query["scope"].split() if granted is None or s in granted)
+        scopes = [s for s in query["scope"].split() if granted is None or s in granted]
         self._codes[code] = _AuthCode(
             redirect_uri=query["redirect_uri"],
-            scope=scope,
+            scope=_token_scope(scopes),
             code_challenge=challenge,
             code_challenge_method=query.get("code_challenge_method", "plain"),
             issued_at=self._now(),
+            account=self.consent_account,
+            nonce=query.get("nonce"),
         )
         params = {"code": code}
         if state is not None:
             params["state"] = state
-        params["scope"] = scope
+        params["scope"] = _redirect_scope(scopes)
         return params
 
     # -- POST /upload/gmail/v1/users/me/messages/import --------------------------------------
@@ -819,7 +979,8 @@ class FakeGoogle:
             token = self._authenticate(request.headers.get("Authorization"))
             if isinstance(token, _Reply):
                 return token
-            retry_after = self._take_quota(IMPORT_QUOTA_UNITS)
+            account = self._access_tokens[token].account
+            retry_after = self._take_quota(IMPORT_QUOTA_UNITS, account)
             if retry_after is not None:
                 return _rate_limited(retry_after)
             keep_raw = self.store_bodies
@@ -845,31 +1006,34 @@ class FakeGoogle:
             label_ids=parsed.label_ids,
             params=dict(request.query),
             access_token=token,
+            account=account,
         )
         with self._lock:
             # Checked last, as Gmail's backend does once the upload is in: the mailbox decides.
-            unknown = next((label for label in parsed.label_ids if not self._label_exists(label)), None)
+            unknown = next((label for label in parsed.label_ids if not self._label_exists(label, account)), None)
             if unknown is not None:
                 return _google_error(400, f"Invalid label: {unknown}", "invalidArgument")
             self._messages.append(message)
         return _Reply.json(200, {"id": message.id, "threadId": message.thread_id, "labelIds": parsed.label_ids})
 
-    def _label_exists(self, label_id: str) -> bool:
-        """Ids are matched exactly: ``inbox`` or a label's *name* is not an id."""
-        return label_id in SYSTEM_LABELS or label_id in self._user_labels
+    def _label_exists(self, label_id: str, account: str = DEFAULT_ACCOUNT) -> bool:
+        """Ids are matched exactly: ``inbox`` or a label's *name* is not an id; another mailbox's is unknown."""
+        return label_id in SYSTEM_LABELS or label_id in self._user_labels.get(account, {})
 
     # -- GET and POST /gmail/v1/users/me/labels ----------------------------------------------
 
     def _handle_labels_list(self, request: _Request) -> _Reply:
         with self._lock:
+            account = self._account_presented(request.headers.get("Authorization"))
             reply = self._labels_preamble(request, _LABELS_LIST_SCOPES, LABELS_LIST_QUOTA_UNITS)
             if reply is None:
-                reply = _Reply.json(200, {"labels": self._label_list()})
-            self._label_calls.append(LabelCall("list", None, reply.status))
+                reply = _Reply.json(200, {"labels": self._label_list(account or DEFAULT_ACCOUNT)})
+            self._label_calls.append(LabelCall("list", None, reply.status, account))
             return reply
 
     def _handle_label_create(self, request: _Request) -> _Reply:
         with self._lock:
+            account = self._account_presented(request.headers.get("Authorization"))
             reply = self._labels_preamble(request, _LABELS_CREATE_SCOPES, LABELS_CREATE_QUOTA_UNITS)
             barrier = self._label_create_barrier
         label: dict[str, str] = {}
@@ -881,9 +1045,15 @@ class FakeGoogle:
             barrier.wait()  # outside the lock: the other creates arrive meanwhile
         with self._lock:
             if reply is None:
-                reply = self._create_label(label)
-            self._label_calls.append(LabelCall("create", label.get("name"), reply.status))
+                reply = self._create_label(label, account or DEFAULT_ACCOUNT)
+            self._label_calls.append(LabelCall("create", label.get("name"), reply.status, account))
             return reply
+
+    def _account_presented(self, authorization: str | None) -> str | None:
+        """The account of the bearer token in ``authorization``, live or not; None for no token minted here."""
+        scheme, _, value = (authorization or "").partition(" ")
+        token = self._access_tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        return token.account if token is not None else None
 
     def _labels_preamble(self, request: _Request, scopes: frozenset[str], units: int) -> _Reply | None:
         """Scripted failure, query string, credentials, scope, quota: the answer, or None to go on."""
@@ -896,37 +1066,38 @@ class FakeGoogle:
         token = self._authenticate(request.headers.get("Authorization"), scopes)
         if isinstance(token, _Reply):
             return token
-        retry_after = self._take_quota(units)
+        retry_after = self._take_quota(units, self._access_tokens[token].account)
         return None if retry_after is None else _rate_limited(retry_after)
 
-    def _create_label(self, label: dict[str, str]) -> _Reply:
+    def _create_label(self, label: dict[str, str], account: str = DEFAULT_ACCOUNT) -> _Reply:
         """Gmail's checks on the name, in its order: malformed or reserved (400), then taken (409)."""
         name = label["name"]
         if _label_name_refused(name):
             return _google_error(400, INVALID_LABEL_NAME, "invalidArgument")
-        if self._label_named(name) is not None:
+        if self._label_named(name, account) is not None:
             return _google_error(409, LABEL_EXISTS, "aborted")
-        label_id = self._new_label(name)
+        label_id = self._new_label(name, account)
         visibility = {key: label[key] for key in _LABEL_VISIBILITY if key in label}
         self._label_visibility[label_id] = visibility
         return _Reply.json(200, {"id": label_id, "name": name, **visibility, "type": "user"})
 
-    def _new_label(self, name: str) -> str:
+    def _new_label(self, name: str, account: str = DEFAULT_ACCOUNT) -> str:
         self._last_label_number += 1
         label_id = f"Label_{self._last_label_number}"
-        self._user_labels[label_id] = name
+        self._user_labels.setdefault(account, {})[label_id] = name
         return label_id
 
-    def _label_named(self, name: str) -> str | None:
-        """The id of the user label called ``name``, compared as Gmail does: without regard to case."""
+    def _label_named(self, name: str, account: str = DEFAULT_ACCOUNT) -> str | None:
+        """The id of ``account``'s user label called ``name``, compared as Gmail does: without regard to case."""
         wanted = name.casefold()
-        return next((i for i, existing in self._user_labels.items() if existing.casefold() == wanted), None)
+        labels = self._user_labels.get(account, {})
+        return next((i for i, existing in labels.items() if existing.casefold() == wanted), None)
 
-    def _label_list(self) -> list[dict[str, str]]:
+    def _label_list(self, account: str = DEFAULT_ACCOUNT) -> list[dict[str, str]]:
         system = [{"id": i, "name": i, "type": "system"} for i in sorted(LISTED_SYSTEM_LABELS)]
         user = [
             {"id": i, "name": n, **self._label_visibility.get(i, {}), "type": "user"}
-            for i, n in self._user_labels.items()
+            for i, n in self._user_labels.get(account, {}).items()
         ]
         return [*system, *user]
 
@@ -952,19 +1123,24 @@ class FakeGoogle:
             )
         return value.strip()
 
-    def _take_quota(self, cost: int) -> int | None:
-        """Charge one call of ``cost`` units against the sliding window; seconds to wait when over quota."""
+    def _take_quota(self, cost: int = IMPORT_QUOTA_UNITS, account: str = DEFAULT_ACCOUNT) -> int | None:
+        """Charge one call of ``cost`` units against ``account``'s sliding window; seconds to wait when over.
+
+        Gmail's quota is per user ("Usage limits": "Per user rate limit"), so accounts never
+        throttle each other.
+        """
         limit = self.quota_units_per_minute
         if limit is None:
             return None
         now = self._now()
-        while self._quota_log and self._quota_log[0][0] <= now - QUOTA_WINDOW_SECONDS:
-            self._quota_log.popleft()
-        used = sum(units for _, units in self._quota_log)
+        log = self._quota_logs.setdefault(account, deque())
+        while log and log[0][0] <= now - QUOTA_WINDOW_SECONDS:
+            log.popleft()
+        used = sum(units for _, units in log)
         if used + cost <= limit:
-            self._quota_log.append((now, cost))
+            log.append((now, cost))
             return None
-        for stamp, units in self._quota_log:  # oldest first: when does enough room free up?
+        for stamp, units in log:  # oldest first: when does enough room free up?
             used -= units
             if used + cost <= limit:
                 return max(1, math.ceil(stamp + QUOTA_WINDOW_SECONDS - now))
@@ -990,6 +1166,46 @@ _INVALID_CREDENTIALS: Final = (
 def _rate_limited(retry_after: int) -> _Reply:
     reply = _google_error(429, "User-rate limit exceeded.", "rateLimitExceeded", domain="usageLimits")
     return reply.with_headers({"Retry-After": str(retry_after)})
+
+
+def _token_scope(scopes: list[str]) -> str:
+    """The token endpoint's ``scope`` for granted ``scopes``, as Google names them (see _SIGN_IN_SCOPES).
+
+    Sign-in's short names become their long form, and any sign-in scope brings ``openid``.
+    """
+    names = list(dict.fromkeys(_SIGN_IN_SCOPES.get(scope, scope) for scope in scopes))
+    if _IDENTITY_SCOPES.intersection(names) and "openid" not in names:
+        names.append("openid")
+    return " ".join(names)
+
+
+def _redirect_scope(scopes: list[str]) -> str:
+    """The consent redirect's ``scope``: the granted names as asked, then the long forms and ``openid``."""
+    names = list(dict.fromkeys(scopes))
+    return " ".join(dict.fromkeys([*names, *_token_scope(names).split()]))
+
+
+#: The JOSE header of the fake's ID tokens (Google's: {"alg": "RS256", "kid": ..., "typ": "JWT"}).
+_ID_TOKEN_HEADER: Final = {"alg": "HS256", "kid": "fake-google", "typ": "JWT"}
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _b64url(data: bytes) -> str:
+    """base64url without padding, as JWS uses (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _account_sub(account: str) -> str:
+    """A stable 21-digit ``sub`` for ``account``, shaped like Google's (e.g. "110169484474386276334")."""
+    digest = int.from_bytes(hashlib.sha256(account.encode()).digest(), "big")
+    return str(10**20 + digest % 10**20)
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
