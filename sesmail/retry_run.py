@@ -7,6 +7,11 @@ the Lambda archive, never google-auth or pulumi.
 Progress is read from the outside (``DescribeExecution``, ``ListExecutions`` to find a successor,
 and the retry queue's depth) rather than from the execution's history, so it needs only read
 permissions on the state machine and the queue.
+
+Every execution drains one mailbox (DESIGN.md, "Mailboxes"): the one its input names under
+``names.RETRY_MAILBOX_KEY``, ``default`` when the input names none. ``ListExecutions`` does not show
+the input, and the processor's hand-over executions have generated names, so which mailbox an
+execution drains is read with ``DescribeExecution`` (:func:`execution_mailbox`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,10 +54,10 @@ class Outcome:
         return self.status == SUCCEEDED
 
 
-def retry_queue_url(sqs: Any, env: str) -> str | None:
-    """URL of the retry queue, or None when it does not exist (progress then shows the status only)."""
+def retry_queue_url(sqs: Any, env: str, mailbox: str = names.DEFAULT_MAILBOX) -> str | None:
+    """URL of a mailbox's retry queue, or None when it does not exist (progress then shows the status only)."""
     try:
-        return str(sqs.get_queue_url(QueueName=names.retry_queue(env))["QueueUrl"])
+        return str(sqs.get_queue_url(QueueName=names.retry_queue(env, mailbox))["QueueUrl"])
     except sqs.exceptions.QueueDoesNotExist:
         return None
 
@@ -74,11 +79,74 @@ def visible_messages(sqs: Any, queue_url: str) -> int:
     return int(attributes["Attributes"].get("ApproximateNumberOfMessages", 0))
 
 
-def running_execution(sfn: Any, state_machine_arn: str) -> str | None:
-    """The ARN of a running execution of the retry processor, if there is one (one list call)."""
-    listed = sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter=RUNNING, maxResults=1)
-    executions = listed.get("executions") or []
-    return str(executions[0]["executionArn"]) if executions else None
+#: Which mailbox an execution drains, by its ARN (:func:`execution_mailbox`, or a cached version).
+MailboxOf = Callable[[str], str]
+
+
+def input_mailbox(text: str | None) -> str:
+    """The mailbox an execution input names (``names.RETRY_MAILBOX_KEY``); ``default`` when it names none."""
+    value = _json_object(text).get(names.RETRY_MAILBOX_KEY)
+    return value if isinstance(value, str) and value else names.DEFAULT_MAILBOX
+
+
+def execution_mailbox(sfn: Any, execution_arn: str) -> str:
+    """The mailbox an execution drains, read from its input (one ``DescribeExecution``)."""
+    return input_mailbox(sfn.describe_execution(executionArn=execution_arn).get("input"))
+
+
+def inputs_tell_mailboxes_apart(mailboxes: Iterable[str]) -> bool:
+    """Whether telling executions' mailboxes apart needs their inputs (``DescribeExecution``).
+
+    Not for a stack whose one mailbox is ``default`` (no ``ses-mail:mailboxes``): every execution
+    there drains ``default``, so neither the monitor nor its policy needs ``DescribeExecution``.
+    """
+    return tuple(mailboxes) != (names.DEFAULT_MAILBOX,)
+
+
+def cached_mailbox_of(sfn: Any, known: dict[str, str] | None = None) -> MailboxOf:
+    """:func:`execution_mailbox` that describes each execution once (an execution's input never changes).
+
+    ``known``: the cache (execution ARN → mailbox); the caller may add what it knows without a
+    call, such as the executions it started itself.
+    """
+    known = {} if known is None else known
+
+    def mailbox_of(execution_arn: str) -> str:
+        if execution_arn not in known:
+            known[execution_arn] = execution_mailbox(sfn, execution_arn)
+        return known[execution_arn]
+
+    return mailbox_of
+
+
+#: Page size of the ``ListExecutions`` calls below (the API's maximum is 1000).
+_LIST_PAGE = 100
+
+
+def running_execution(
+    sfn: Any,
+    state_machine_arn: str,
+    mailbox: str = names.DEFAULT_MAILBOX,
+    *,
+    mailbox_of: MailboxOf | None = None,
+) -> str | None:
+    """The ARN of a running execution of the retry processor for ``mailbox``, if there is one.
+
+    One list call (running executions are few: about one per mailbox), then one
+    ``DescribeExecution`` per running execution until one of ``mailbox`` is found; ``mailbox_of``
+    replaces those (a cache shared by several mailboxes, or a constant where there is one mailbox).
+    """
+    mailbox_of = mailbox_of or (lambda arn: execution_mailbox(sfn, arn))
+    request: dict[str, Any] = {"stateMachineArn": state_machine_arn, "statusFilter": RUNNING, "maxResults": _LIST_PAGE}
+    while True:
+        listed = sfn.list_executions(**request)
+        for execution in listed.get("executions") or []:
+            arn = str(execution["executionArn"])
+            if mailbox_of(arn) == mailbox:
+                return arn
+        if not listed.get("nextToken"):
+            return None
+        request["nextToken"] = listed["nextToken"]
 
 
 #: Execution statuses after which the monitor backs off before starting another (not ABORTED:
@@ -86,14 +154,31 @@ def running_execution(sfn: Any, state_machine_arn: str) -> str | None:
 FAILED_STATUSES = frozenset({"FAILED", "TIMED_OUT"})
 
 
-def recent_failure(sfn: Any, state_machine_arn: str, *, since: datetime) -> str | None:
-    """The newest execution, if it failed and stopped after ``since`` (one list call)."""
-    listed = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=1)
-    executions = listed.get("executions") or []
-    if not executions or executions[0].get("status") not in FAILED_STATUSES:
-        return None
-    stopped = executions[0].get("stopDate")
-    return str(executions[0]["executionArn"]) if isinstance(stopped, datetime) and stopped > since else None
+def recent_failure(
+    sfn: Any,
+    state_machine_arn: str,
+    *,
+    since: datetime,
+    mailbox: str = names.DEFAULT_MAILBOX,
+    mailbox_of: MailboxOf | None = None,
+) -> str | None:
+    """The ARN of ``mailbox``'s last execution to stop after ``since``, if it failed.
+
+    A later success (a renewal's drain, say) of the same mailbox ends the backoff, and
+    another mailbox's failure never starts one. One list call of the newest executions; only
+    those that stopped after ``since`` are described (rarely more than a few in the last hour).
+    """
+    mailbox_of = mailbox_of or (lambda arn: execution_mailbox(sfn, arn))
+    listed = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=_LIST_PAGE)
+    stopped = [
+        e
+        for e in listed.get("executions") or []
+        if e.get("status") != RUNNING and isinstance(e.get("stopDate"), datetime) and e["stopDate"] > since
+    ]
+    for execution in sorted(stopped, key=lambda e: e["stopDate"], reverse=True):
+        if mailbox_of(str(execution["executionArn"])) == mailbox:
+            return str(execution["executionArn"]) if execution.get("status") in FAILED_STATUSES else None
+    return None
 
 
 def start_retry_processor(
@@ -103,18 +188,23 @@ def start_retry_processor(
     now: datetime | None = None,
     trigger: str = TRIGGER,
     name: str | None = None,
+    mailbox: str = names.DEFAULT_MAILBOX,
 ) -> str:
-    """Start one execution whose input names who started it; returns its ARN.
+    """Start one execution that drains ``mailbox``'s retry queue; returns its ARN.
 
-    Without ``name`` it gets a unique, sortable one (the CLI: every renewal starts a drain). A
-    given ``name`` makes the start idempotent: Step Functions runs one execution per name and
+    Its input names who started it and the mailbox (``{"trigger": ..., "mailbox": ...}``).
+    Without ``name`` it gets a unique, sortable one (the CLI: every renewal starts a drain):
+    ``refresh-{stamp}-{hex}`` for ``default``, ``refresh-{mailbox}-{stamp}-{hex}`` for the others.
+    A given ``name`` makes the start idempotent: Step Functions runs one execution per name and
     input, and refuses the name once that execution has ended (``ExecutionAlreadyExists``).
     """
+    names.check_mailbox(mailbox)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    prefix = "refresh" if mailbox == names.DEFAULT_MAILBOX else f"refresh-{mailbox}"
     response = sfn.start_execution(
         stateMachineArn=state_machine_arn,
-        name=name or f"refresh-{stamp}-{uuid.uuid4().hex[:8]}",
-        input=json.dumps({"trigger": trigger}),
+        name=name or f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}",
+        input=json.dumps({"trigger": trigger, names.RETRY_MAILBOX_KEY: mailbox}),
     )
     return str(response["executionArn"])
 
@@ -161,7 +251,12 @@ def follow_execution(
 
 
 def find_successor(sfn: Any, execution: dict[str, Any]) -> str | None:
-    """The execution this one started to continue the drain, if any (newest executions first)."""
+    """The execution this one started to continue the drain, if any (newest executions first).
+
+    Matched by ``names.RETRY_CONTINUED_FROM_KEY`` = this execution's ARN, which only the
+    execution's own hand-over writes: so it is always the same mailbox's successor, never the
+    drain another mailbox handed over at the same time.
+    """
     arn = execution["executionArn"]
     recent = sfn.list_executions(stateMachineArn=execution["stateMachineArn"], maxResults=_SUCCESSOR_SEARCH)
     for candidate in recent.get("executions", []):

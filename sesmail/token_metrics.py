@@ -26,13 +26,19 @@ def hours_left(expiry: TokenExpiry, now: datetime | None = None) -> float:
     return float(names.TOKEN_NO_EXPIRY_HOURS) if left is None else round(left, 2)
 
 
-def publish_token_hours(cloudwatch: Any, env: str, hours: float) -> None:
-    """Publish ``TokenHoursUntilExpiration`` to ``SESMail/{env}`` without dimensions (what the alarm watches)."""
+def mailbox_dimensions(mailbox: str = names.DEFAULT_MAILBOX) -> list[dict[str, str]]:
+    """The dimensions of every token metric: ``Mailbox`` = the mailbox's name, ``default`` included."""
+    return [{"Name": names.MAILBOX_DIMENSION, "Value": names.check_mailbox(mailbox)}]
+
+
+def publish_token_hours(cloudwatch: Any, env: str, hours: float, mailbox: str = names.DEFAULT_MAILBOX) -> None:
+    """Publish ``TokenHoursUntilExpiration`` of one mailbox to ``SESMail/{env}`` (dimension ``Mailbox``)."""
     cloudwatch.put_metric_data(
         Namespace=names.metric_namespace(env),
         MetricData=[
             {
                 "MetricName": names.METRIC_TOKEN_HOURS,
+                "Dimensions": mailbox_dimensions(mailbox),
                 "Value": hours,
                 "Unit": names.METRIC_TOKEN_HOURS_UNIT,
             }

@@ -1,32 +1,38 @@
-"""The token monitor: turn the stored expiry into the metrics the token alarms watch.
+"""The token monitor: turn each mailbox's stored expiry into the metrics the token alarms watch.
 
-For the hours it reads only the non-secret expiry parameter (``names.refresh_token_expiry_parameter``)
-and publishes, in one ``PutMetricData`` call to ``SESMail/{env}`` without dimensions:
+For the hours it reads only each mailbox's non-secret expiry parameter
+(``names.refresh_token_expiry_parameter(env, mailbox)``) and publishes, in one ``PutMetricData``
+call to ``SESMail/{env}``:
 
-* ``TokenHoursUntilExpiration``: hours left (negative once dead); ``names.TOKEN_NO_EXPIRY_HOURS``
-  for a token without an expiry (an app "In production"), far above every threshold;
-* ``TokenMonitoringErrors``: 0 when the expiry is known, 1 otherwise. It is published on every
-  run, the zeros included, so its alarm returns to OK by itself once the cause is fixed.
+* ``TokenHoursUntilExpiration`` for every mailbox, with the dimension ``Mailbox`` = its name
+  (``default`` included, DESIGN.md "Mailboxes"): hours left (negative once dead);
+  ``names.TOKEN_NO_EXPIRY_HOURS`` for a token without an expiry (an app "In production"), far
+  above every threshold;
+* ``TokenMonitoringErrors``, once, without dimension (the monitor and its alarm are shared): how
+  many mailboxes' expiry is unknown, 0 when all are known. It is published on every run, the
+  zeros included, so its alarm returns to OK by itself once the cause is fixed.
 
 What is known to be wrong publishes 0 hours *and* an error, so every token alarm fires rather
 than going quiet: the parameter does not exist, still holds Pulumi's placeholder, or is not the
 JSON the refresh CLI writes. When SSM itself cannot be asked (throttling, network, a missing
 permission) the expiry is *unknown*, not zero: only the error is published, so the operator is
 told "the monitor is broken" instead of a false "token expired"; should that last a whole alarm
-period, the expiring alarm fires anyway because it treats missing data as breaching.
+period, the expiring alarm fires anyway because it treats missing data as breaching. Each
+mailbox is read on its own: one broken parameter never keeps another mailbox's hours from the alarms.
 
-After publishing, each run also looks at the retry queue (DESIGN.md, "Nothing waits forever"):
-when mail waits there, no retry-processor execution is running and the stored token mints an
-access token, it starts one, so mail parked by a Gmail outage, a quota or a renewal made by hand
-is delivered without anyone running a command. That step reads the OAuth parameters (minting is
-the only proof that a token works, as in the refresh CLI), never fails the run, and logs one
-``retry.autostart*`` line with its decision.
+After publishing, each run also looks at every mailbox's retry queue (DESIGN.md, "Nothing waits
+forever"): when mail waits there, no retry-processor execution for that mailbox is running and
+the mailbox's stored token mints an access token, it starts one for that mailbox, so mail parked
+by a Gmail outage, a quota or a renewal made by hand is delivered without anyone running a
+command. That step reads the OAuth parameters (minting is the only proof that a token works, as
+in the refresh CLI), never fails the run, and logs one ``retry.autostart*`` line per mailbox
+(field ``mailbox``) with its decision; one mailbox that cannot be decided never stops another.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,8 +41,16 @@ from sesmail import names
 from sesmail.errors import MailboxRefusedError, SesMailError, TokenExpiredError, TokenNotConfiguredError, classify
 from sesmail.http import HttpClient
 from sesmail.log import get_logger
-from sesmail.retry_run import recent_failure, running_execution, start_retry_processor, visible_messages
-from sesmail.token_metrics import hours_left
+from sesmail.retry_run import (
+    MailboxOf,
+    cached_mailbox_of,
+    inputs_tell_mailboxes_apart,
+    recent_failure,
+    running_execution,
+    start_retry_processor,
+    visible_messages,
+)
+from sesmail.token_metrics import hours_left, mailbox_dimensions
 from sesmail.tokens import AccessTokenProvider, ParameterReader, RefreshTokenError, TokenExpiry
 
 log = get_logger("sesmail.token_monitor")
@@ -75,9 +89,10 @@ def parse_expiry(value: str | None) -> TokenExpiry:
     return expiry
 
 
-def read_status(ssm: Any, env: str, now: datetime | None = None) -> TokenStatus:
-    parameter = names.refresh_token_expiry_parameter(env)
-    fix = names.refresh_command(env)
+def read_status(ssm: Any, env: str, now: datetime | None = None, mailbox: str = names.DEFAULT_MAILBOX) -> TokenStatus:
+    """One mailbox's expiry, read with one ``GetParameter``; never raises for what SSM answers."""
+    parameter = names.refresh_token_expiry_parameter(env, mailbox)
+    fix = names.refresh_command(env, mailbox)
     try:
         value = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
     except Exception as exc:
@@ -93,41 +108,82 @@ def read_status(ssm: Any, env: str, now: datetime | None = None) -> TokenStatus:
     return TokenStatus(hours_left(expiry, now or datetime.now(UTC)), None, expires_at)
 
 
-def metric_data(status: TokenStatus) -> list[dict[str, Any]]:
-    """The datapoints of one run: the hours when known, the error count always."""
-    data: list[dict[str, Any]] = []
-    if status.hours_left is not None:
-        data.append(
-            {"MetricName": names.METRIC_TOKEN_HOURS, "Value": status.hours_left, "Unit": names.METRIC_TOKEN_HOURS_UNIT}
-        )
-    data.append({"MetricName": names.METRIC_TOKEN_MONITORING_ERRORS, "Value": 0 if status.ok else 1, "Unit": "Count"})
-    return data
+def metric_data(status: TokenStatus, mailbox: str = names.DEFAULT_MAILBOX) -> list[dict[str, Any]]:
+    """One mailbox's datapoint: its token's hours when known (dimension ``Mailbox``)."""
+    if status.hours_left is None:
+        return []
+    return [
+        {
+            "MetricName": names.METRIC_TOKEN_HOURS,
+            "Dimensions": mailbox_dimensions(mailbox),
+            "Value": status.hours_left,
+            "Unit": names.METRIC_TOKEN_HOURS_UNIT,
+        }
+    ]
 
 
-def publish(cloudwatch: Any, env: str, status: TokenStatus) -> None:
-    """One call for both metrics; a failure propagates (the Lambda Errors alarm sees it)."""
-    cloudwatch.put_metric_data(Namespace=names.metric_namespace(env), MetricData=metric_data(status))
+def errors_datum(statuses: Mapping[str, TokenStatus]) -> dict[str, Any]:
+    """``TokenMonitoringErrors``: how many mailboxes' expiry is unknown this run, without dimension.
+
+    The monitor is one thing shared by every mailbox, and so is its alarm: its ``token.monitor_error``
+    log line names the mailbox. Published on every run, zeros included, so the alarm returns to OK
+    by itself once the cause is fixed.
+    """
+    return {
+        "MetricName": names.METRIC_TOKEN_MONITORING_ERRORS,
+        "Value": sum(1 for status in statuses.values() if not status.ok),
+        "Unit": "Count",
+    }
 
 
-def run(ssm: Any, cloudwatch: Any, env: str, now: datetime | None = None) -> TokenStatus:
-    status = read_status(ssm, env, now)
-    publish(cloudwatch, env, status)
-    if not status.ok:
-        published = "no hours" if status.hours_left is None else f"{status.hours_left:g} hours"
-        log.error(
-            f"token expiry unknown; published {published} and {names.METRIC_TOKEN_MONITORING_ERRORS}=1",
-            extra={"event": names.EVENT_TOKEN_MONITOR_ERROR, "reason": status.error, "hoursLeft": status.hours_left},
-        )
-    else:
-        log.info(
-            "token hours published",
-            extra={
-                "event": names.EVENT_TOKEN_MONITORED,
-                "hoursLeft": status.hours_left,
-                "expiresAt": status.expires_at,
-            },
-        )
-    return status
+#: ``PutMetricData`` takes at most 1000 datapoints a call; a run publishes one per mailbox and one more.
+_MAX_DATAPOINTS_PER_CALL = 1000
+
+
+def publish(cloudwatch: Any, env: str, statuses: Mapping[str, TokenStatus]) -> None:
+    """Every mailbox's metrics in one call; a failure propagates (the Lambda Errors alarm sees it)."""
+    data = [datum for mailbox, status in statuses.items() for datum in metric_data(status, mailbox)]
+    data.append(errors_datum(statuses))
+    for start in range(0, len(data), _MAX_DATAPOINTS_PER_CALL):
+        chunk = data[start : start + _MAX_DATAPOINTS_PER_CALL]
+        cloudwatch.put_metric_data(Namespace=names.metric_namespace(env), MetricData=chunk)
+
+
+def run(
+    ssm: Any,
+    cloudwatch: Any,
+    env: str,
+    now: datetime | None = None,
+    *,
+    mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
+) -> dict[str, TokenStatus]:
+    """Read every mailbox's expiry, publish them all, log one ``token.*`` line per mailbox."""
+    statuses = {mailbox: read_status(ssm, env, now, mailbox) for mailbox in mailboxes}
+    publish(cloudwatch, env, statuses)
+    for mailbox, status in statuses.items():
+        if not status.ok:
+            published = "no hours" if status.hours_left is None else f"{status.hours_left:g} hours"
+            log.error(
+                f"token expiry of mailbox {mailbox} unknown; "
+                f"published {published} and {names.METRIC_TOKEN_MONITORING_ERRORS}=1",
+                extra={
+                    "event": names.EVENT_TOKEN_MONITOR_ERROR,
+                    "mailbox": mailbox,
+                    "reason": status.error,
+                    "hoursLeft": status.hours_left,
+                },
+            )
+        else:
+            log.info(
+                "token hours published",
+                extra={
+                    "event": names.EVENT_TOKEN_MONITORED,
+                    "mailbox": mailbox,
+                    "hoursLeft": status.hours_left,
+                    "expiresAt": status.expires_at,
+                },
+            )
+    return statuses
 
 
 # --- Nothing waits forever: start the retry processor when parked mail can be delivered ----------
@@ -148,14 +204,20 @@ MAIL_PARKED = "mail-parked"
 
 @dataclass(frozen=True)
 class RetryAutostart:
-    """What the monitor needs to start the retry processor: the queue, the machine, a token check."""
+    """What the monitor needs to start the retry processor: each mailbox's queue, the machine, a token check."""
 
     sqs: Any
     sfn: Any
-    queue_url: str
+    #: Mailbox name → its retry queue URL, in the mailbox table's order: the mailboxes looked at.
+    queue_urls: Mapping[str, str]
     state_machine_arn: str
-    #: Mints one access token; raises the token library's classified errors when it cannot.
-    prove_token: Callable[[], object]
+    #: Mints one access token with the named mailbox's refresh token; raises the token library's
+    #: classified errors when it cannot.
+    prove_token: Callable[[str], object]
+
+    @property
+    def mailboxes(self) -> tuple[str, ...]:
+        return tuple(self.queue_urls)
 
 
 @dataclass(frozen=True)
@@ -179,21 +241,24 @@ class AutostartOutcome:
         }
 
 
-def prove_token(env: str, read_parameters: ParameterReader) -> None:
-    """Mint one access token from the stored refresh token, exactly as the forwarder would.
+def prove_token(env: str, read_parameters: ParameterReader, mailbox: str = names.DEFAULT_MAILBOX) -> None:
+    """Mint one access token from a mailbox's stored refresh token, exactly as the forwarder would.
 
     A fresh provider and connection every run: a cached access token only proves the token
     worked when it was minted, and at one run in 15 minutes a cache would save nothing.
     """
     http = HttpClient()
     try:
-        AccessTokenProvider(env, read_parameters, http).get()
+        AccessTokenProvider(env, read_parameters, http, mailbox=mailbox).get()
     finally:
         http.close()
 
 
-def execution_name(at: datetime) -> str:
+def execution_name(at: datetime, mailbox: str = names.DEFAULT_MAILBOX) -> str:
     """``token-monitor-20261124T1015Z``: the start of the schedule period ``at`` falls in.
+
+    ``token-monitor-{mailbox}-20261124T1015Z`` for a mailbox other than ``default``, so every
+    mailbox gets its own name in a period (at most 14 + 21 + 14 = 49 of the 80 characters allowed).
 
     The ``ListExecutions`` check and the start are two calls, so two monitor runs at once (an
     EventBridge event delivered twice, a Lambda retry of the same event, an invoke by hand) could
@@ -202,7 +267,10 @@ def execution_name(at: datetime) -> str:
     """
     period = names.TOKEN_MONITOR_PERIOD_SECONDS
     start = datetime.fromtimestamp(int(at.timestamp()) // period * period, UTC)
-    return f"{names.RETRY_TRIGGER_TOKEN_MONITOR}-{start.strftime('%Y%m%dT%H%MZ')}"
+    prefix = names.RETRY_TRIGGER_TOKEN_MONITOR
+    if mailbox != names.DEFAULT_MAILBOX:
+        prefix = f"{prefix}-{names.check_mailbox(mailbox)}"
+    return f"{prefix}-{start.strftime('%Y%m%dT%H%MZ')}"
 
 
 def scheduled_time(event: Any) -> datetime | None:
@@ -217,64 +285,98 @@ def scheduled_time(event: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def autostart_retry(autostart: RetryAutostart | None, env: str, *, at: datetime | None = None) -> AutostartOutcome:
-    """Start the retry processor when mail waits, nothing drains it and the token mints. Never raises.
+def autostart_retry(
+    autostart: RetryAutostart | None,
+    env: str,
+    *,
+    at: datetime | None = None,
+    mailboxes: Sequence[str] | None = None,
+) -> dict[str, AutostartOutcome]:
+    """For each mailbox, start the retry processor when its mail waits, nothing drains it and its
+    token mints. Never raises; returns each mailbox's outcome, in order.
 
-    A dead or unconfigured token starts nothing and is only logged at INFO: the token alarms and
-    the forwarder's parked lines already say so. Anything else that goes wrong is logged at ERROR
-    and returned, never raised: the hours are published already, and this step is retried by the
-    next run in 15 minutes. It is not a ``TokenMonitoringErrors`` (that metric, and its alarm's
-    runbook, mean "the token's expiry is unknown"); the retry-queue age alarm is the backstop.
+    ``mailboxes`` defaults to ``autostart``'s (those it has a retry queue URL for). A dead or
+    unconfigured token starts nothing and is only logged at INFO: the token alarms and the
+    forwarder's parked lines already say so. Anything else that goes wrong is logged at ERROR and
+    returned, never raised: the hours are published already, and this step is retried by the next
+    run in 15 minutes. It is not a ``TokenMonitoringErrors`` (that metric, and its alarm's runbook,
+    mean "the token's expiry is unknown"); the retry-queue age alarm is the backstop. One
+    mailbox's failure never keeps another's mail waiting.
     """
-    if autostart is None:
-        outcome = AutostartOutcome(
-            FAILED,
-            f"{names.ENV_VAR_RETRY_QUEUE_URL} or {names.ENV_VAR_STATE_MACHINE_ARN} is not set: "
-            f"deploy the token monitor with the Pulumi program (`{names.deploy_command(env)}`)",
-            failure_class="ConfigurationError",
-        )
-    else:
-        try:
-            outcome = _decide(autostart, at or datetime.now(UTC))
-        except Exception as exc:
-            error = classify(exc)
-            outcome = AutostartOutcome(FAILED, error.reason, failure_class=error.failure_class.value)
-    _log_outcome(outcome)
-    return outcome
+    served = _served(autostart, mailboxes)
+    when = at or datetime.now(UTC)
+    started: dict[str, str] = {}  # execution ARN → mailbox, of the executions this run starts
+    mailbox_of = None if autostart is None else _mailbox_of(autostart, started)
+    outcomes: dict[str, AutostartOutcome] = {}
+    for mailbox in served:
+        if autostart is None or mailbox_of is None or mailbox not in autostart.queue_urls:
+            outcome = AutostartOutcome(
+                FAILED,
+                f"{names.ENV_VAR_RETRY_QUEUE_URL} or {names.ENV_VAR_STATE_MACHINE_ARN} is not set (or names no "
+                f"retry queue of this mailbox): deploy the token monitor with the Pulumi program "
+                f"(`{names.deploy_command(env)}`)",
+                failure_class="ConfigurationError",
+            )
+        else:
+            try:
+                outcome = _decide(autostart, mailbox, when, mailbox_of)
+            except Exception as exc:
+                error = classify(exc)
+                outcome = AutostartOutcome(FAILED, error.reason, failure_class=error.failure_class.value)
+            if outcome.execution_arn and outcome.action == STARTED:
+                started[outcome.execution_arn] = mailbox  # the next mailboxes need not describe it
+        _log_outcome(outcome, mailbox)
+        outcomes[mailbox] = outcome
+    return outcomes
 
 
-def _decide(autostart: RetryAutostart, at: datetime) -> AutostartOutcome:
+def _served(autostart: RetryAutostart | None, mailboxes: Sequence[str] | None) -> tuple[str, ...]:
+    if mailboxes:
+        return tuple(mailboxes)
+    return autostart.mailboxes if autostart is not None else (names.DEFAULT_MAILBOX,)
+
+
+def _mailbox_of(autostart: RetryAutostart, known: dict[str, str]) -> MailboxOf:
+    """Which mailbox an execution drains: its input, described once a run for all mailboxes (``known``
+    holds those the run started); or, where ``default`` is the only mailbox, ``default`` without a
+    call (every execution drains it)."""
+    if inputs_tell_mailboxes_apart(autostart.mailboxes):
+        return cached_mailbox_of(autostart.sfn, known)
+    return lambda _execution_arn: names.DEFAULT_MAILBOX
+
+
+def _decide(autostart: RetryAutostart, mailbox: str, at: datetime, mailbox_of: MailboxOf) -> AutostartOutcome:
     """Cheapest check first: most runs find an empty queue and read no secret at all.
 
     Only *visible* messages count. Messages in flight were received by a running execution (which
     the next check finds), or by one that just stopped: they become visible again within the
     queue's visibility timeout, which equals the schedule's period, so the next run sees them.
     The running check comes before minting so that a long drain costs no token request a run.
+    Executions are listed (and, with several mailboxes, described) only while mail waits.
     """
-    waiting = visible_messages(autostart.sqs, autostart.queue_url)
+    waiting = visible_messages(autostart.sqs, autostart.queue_urls[mailbox])
     if waiting == 0:
         return AutostartOutcome(SKIPPED, QUEUE_EMPTY, waiting)
-    running = running_execution(autostart.sfn, autostart.state_machine_arn)
+    machine = autostart.state_machine_arn
+    running = running_execution(autostart.sfn, machine, mailbox, mailbox_of=mailbox_of)
     if running is not None:
         return AutostartOutcome(SKIPPED, ALREADY_RUNNING, waiting, running)
     since = at - timedelta(seconds=names.RETRY_AUTOSTART_BACKOFF_SECONDS)
-    failed = recent_failure(autostart.sfn, autostart.state_machine_arn, since=since)
+    failed = recent_failure(autostart.sfn, machine, since=since, mailbox=mailbox, mailbox_of=mailbox_of)
     if failed is not None:
         return AutostartOutcome(SKIPPED, RECENT_FAILURE, waiting, failed)
-    unusable = _token_unusable(autostart.prove_token)
+    unusable = _token_unusable(lambda: autostart.prove_token(mailbox))
     if unusable is not None:
         return AutostartOutcome(SKIPPED, _skip_reason(unusable), waiting, detail=unusable.reason)
+    name = execution_name(at, mailbox)
     try:
         arn = start_retry_processor(
-            autostart.sfn,
-            autostart.state_machine_arn,
-            trigger=names.RETRY_TRIGGER_TOKEN_MONITOR,
-            name=execution_name(at),
+            autostart.sfn, machine, trigger=names.RETRY_TRIGGER_TOKEN_MONITOR, name=name, mailbox=mailbox
         )
     except Exception as exc:
         if _error_code(exc) != "ExecutionAlreadyExists":
             raise
-        return AutostartOutcome(SKIPPED, ALREADY_STARTED, waiting, detail=execution_name(at))
+        return AutostartOutcome(SKIPPED, ALREADY_STARTED, waiting, detail=name)
     return AutostartOutcome(STARTED, MAIL_PARKED, waiting, arn)
 
 
@@ -307,21 +409,26 @@ def _error_code(exc: Exception) -> str:
     return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
-def _log_outcome(outcome: AutostartOutcome) -> None:
-    fields = {"reason": outcome.reason, "waiting": outcome.waiting, "executionArn": outcome.execution_arn}
+def _log_outcome(outcome: AutostartOutcome, mailbox: str) -> None:
+    fields = {
+        "mailbox": mailbox,
+        "reason": outcome.reason,
+        "waiting": outcome.waiting,
+        "executionArn": outcome.execution_arn,
+    }
     if outcome.action == STARTED:
         log.info(
-            f"started the retry processor for {outcome.waiting} parked message(s)",
+            f"started the retry processor for {outcome.waiting} parked message(s) of mailbox {mailbox}",
             extra={"event": names.EVENT_RETRY_AUTOSTART, **fields, "trigger": names.RETRY_TRIGGER_TOKEN_MONITOR},
         )
     elif outcome.action == SKIPPED:
         log.info(
-            f"retry processor not started: {outcome.reason}",
+            f"retry processor not started for mailbox {mailbox}: {outcome.reason}",
             extra={"event": names.EVENT_RETRY_AUTOSTART_SKIPPED, **fields, "detail": outcome.detail},
         )
     else:
         log.error(
-            "could not decide whether to start the retry processor; the next run tries again",
+            f"could not decide whether to start the retry processor for mailbox {mailbox}; the next run tries again",
             extra={"event": names.EVENT_RETRY_AUTOSTART_FAILED, **fields, "failureClass": outcome.failure_class},
         )
 
@@ -332,16 +439,25 @@ def monitor(
     env: str,
     autostart: RetryAutostart | None,
     *,
+    mailboxes: Sequence[str] | None = None,
     now: datetime | None = None,
     scheduled_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One scheduled run: publish the token's hours, then start the retry processor if mail can go.
+    """One scheduled run: publish every mailbox's hours, then start the retry processor where mail can go.
 
-    Neither step stops the other: the autostart never raises, and it still runs when publishing
-    failed (that failure then fails the invocation, which its Lambda-errors alarm reports).
+    ``mailboxes`` defaults to ``autostart``'s, else ``default`` alone. Neither step stops the
+    other: the autostart never raises, and it still runs when publishing failed (that failure
+    then fails the invocation, which its Lambda-errors alarm reports).
+
+    Returns ``{"mailboxes": {name: {"hoursLeft", "error", "expiresAt", "retry": {...}}}}`` and, at
+    the top level, the primary mailbox's fields (``default`` when there is one, else the first):
+    what a stack without ``ses-mail:mailboxes`` returned before there were mailboxes.
     """
+    served = _served(autostart, mailboxes)
     try:
-        status = run(ssm, cloudwatch, env, now)
+        statuses = run(ssm, cloudwatch, env, now, mailboxes=served)
     finally:
-        outcome = autostart_retry(autostart, env, at=scheduled_at or now)
-    return {**status.as_dict(), "retry": outcome.as_dict()}
+        outcomes = autostart_retry(autostart, env, at=scheduled_at or now, mailboxes=served)
+    results = {mailbox: {**statuses[mailbox].as_dict(), "retry": outcomes[mailbox].as_dict()} for mailbox in served}
+    primary = names.DEFAULT_MAILBOX if names.DEFAULT_MAILBOX in results else served[0]
+    return {**results[primary], "mailboxes": results}

@@ -125,8 +125,10 @@ class RefreshToken:
         return cls(token, created, None if lifetime is None else created + lifetime, tuple(scopes))
 
     @classmethod
-    def from_json(cls, text: str | None, *, env: str = "ENV") -> RefreshToken:
+    def from_json(cls, text: str | None, *, env: str = "ENV", mailbox: str = names.DEFAULT_MAILBOX) -> RefreshToken:
         fix = f"run: python -m sesmail.refresh --env {env}"
+        if mailbox != names.DEFAULT_MAILBOX:
+            fix += f" --mailbox {mailbox}"
         if names.is_placeholder(text):
             raise RefreshTokenError(f"no Gmail refresh token is stored yet; {fix}")
         try:
@@ -284,7 +286,10 @@ class _Credentials:
 
 
 class AccessTokenProvider:
-    """Mints access tokens from the refresh token in SSM; never writes the refresh token.
+    """Mints access tokens from one mailbox's refresh token in SSM; never writes the refresh token.
+
+    ``mailbox`` picks the refresh token (``names.refresh_token_parameter(env, mailbox)``); the
+    OAuth client JSON is shared by every mailbox of the environment.
 
     On ``invalid_grant`` it re-reads SSM once (the operator may just have renewed the token)
     before declaring the token dead. A dead token is remembered by its parameter version,
@@ -297,9 +302,11 @@ class AccessTokenProvider:
         read_parameters: ParameterReader,
         http: HttpClient,
         *,
+        mailbox: str = names.DEFAULT_MAILBOX,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._env = env
+        self._mailbox = names.check_mailbox(mailbox)
         self._read = read_parameters
         self._http = http
         self._clock = clock
@@ -364,7 +371,7 @@ class AccessTokenProvider:
 
     def _load(self) -> _Credentials:
         client_name = names.client_credentials_parameter(self._env)
-        token_name = names.refresh_token_parameter(self._env)
+        token_name = names.refresh_token_parameter(self._env, self._mailbox)
         try:
             values = self._read([client_name, token_name])
         except Exception as exc:
@@ -373,11 +380,10 @@ class AccessTokenProvider:
         token_value, version = values.get(token_name, (None, 0))
         return _Credentials(
             client=ClientConfig.from_json(client_value, env=self._env),
-            refresh_token=RefreshToken.from_json(token_value, env=self._env),
+            refresh_token=RefreshToken.from_json(token_value, env=self._env, mailbox=self._mailbox),
             version=version,
         )
 
     def _dead_message(self) -> str:
-        return (
-            f"the Gmail refresh token is expired or revoked; renew it with: python -m sesmail.refresh --env {self._env}"
-        )
+        command = names.refresh_command(self._env, self._mailbox)
+        return f"the Gmail refresh token is expired or revoked; renew it with: {command}"

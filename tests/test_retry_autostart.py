@@ -22,11 +22,12 @@ from handlers import token_monitor as monitor_handler
 from sesmail import names, token_monitor
 from sesmail.aws import AwsClients
 from sesmail.infra import policies
+from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
 from sesmail.tokens import TokenExpiry
 from tests.conftest import ENV, REGION, FakeContext, inject_aws_fault
 from tests.fakes.google import FakeGoogle
 from tests.rules.aws_calls import AwsCall, iam_requests, record_calls
-from tests.rules.iam_rules import as_list
+from tests.rules.iam_rules import as_list, check_policy
 
 ACCOUNT = "123456789012"
 #: A moment in the middle of a schedule period (10:15-10:30).
@@ -56,14 +57,14 @@ class Monitor:
     def cloudwatch(self) -> Any:
         return self.clients.get("cloudwatch")
 
-    def install_token(self) -> str:
-        """What the refresh CLI stores: client JSON, refresh token and its expiry (30 hours left)."""
+    def install_token(self, mailbox: str = names.DEFAULT_MAILBOX) -> str:
+        """What the refresh CLI stores: client JSON, a mailbox's refresh token and its expiry (30 hours left)."""
         token = self.google.issue_refresh_token()
         record = {"token": token, "created_at": "2026-11-23T04:20:07Z", "expires_at": None, "scopes": []}
         self._put(names.client_credentials_parameter(ENV), json.dumps(self.google.client_json()), secret=True)
-        self._put(names.refresh_token_parameter(ENV), json.dumps(record), secret=True)
+        self._put(names.refresh_token_parameter(ENV, mailbox), json.dumps(record), secret=True)
         expiry = TokenExpiry(NOW - timedelta(days=1), NOW + timedelta(hours=30))
-        self._put(names.refresh_token_expiry_parameter(ENV), expiry.to_json(), secret=False)
+        self._put(names.refresh_token_expiry_parameter(ENV, mailbox), expiry.to_json(), secret=False)
         return token
 
     def install_placeholders(self) -> None:
@@ -75,9 +76,12 @@ class Monitor:
         ):
             self._put(name, names.placeholder_value(ENV), secret=secret)
 
-    def park(self, count: int) -> None:
+    def queue(self, mailbox: str = names.DEFAULT_MAILBOX) -> str:
+        return queue_url_for(self.queue_url, ENV, mailbox)
+
+    def park(self, count: int, mailbox: str = names.DEFAULT_MAILBOX) -> None:
         for i in range(count):
-            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"parked": i}))
+            self.sqs.send_message(QueueUrl=self.queue(mailbox), MessageBody=json.dumps({"parked": i}))
 
     def autostart(self) -> token_monitor.RetryAutostart:
         autostart = monitor_handler.retry_autostart(self.clients, ENV)
@@ -117,11 +121,15 @@ class Monitor:
 HELD_EXECUTIONS: Any = {"stepfunctions": {"execute_state_machine": False}}
 
 
-@pytest.fixture
-def world(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Monitor]:
+def deploy(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch, table: MailboxTable | None = None) -> Iterator[Monitor]:
+    """The resources and environment the program deploys; ``table``: a stack with ``ses-mail:mailboxes``."""
     with mock_aws(config=HELD_EXECUTIONS):
         clients = AwsClients(region=REGION)
-        queue_url = clients.sqs.create_queue(QueueName=names.retry_queue(ENV))["QueueUrl"]
+        queue_urls = [
+            clients.sqs.create_queue(QueueName=names.retry_queue(ENV, m))["QueueUrl"]
+            for m in (table.names if table else (names.DEFAULT_MAILBOX,))
+        ]
+        queue_url = queue_urls[0]  # the primary mailbox's: "default", first in the tables below
         machine = clients.get("stepfunctions").create_state_machine(
             name=names.retry_state_machine(ENV),
             definition=json.dumps(TRIVIAL_MACHINE),
@@ -132,10 +140,35 @@ def world(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Monit
         monkeypatch.setenv(names.ENV_VAR_ENV, ENV)
         monkeypatch.setenv(names.ENV_VAR_RETRY_QUEUE_URL, queue_url)
         monkeypatch.setenv(names.ENV_VAR_STATE_MACHINE_ARN, machine)
+        if table is not None:
+            monkeypatch.setenv(names.ENV_VAR_MAILBOXES, table.to_json())
         monitor = Monitor(google, clients, queue_url, machine)
         for service in ("ssm", "sqs", "stepfunctions", "cloudwatch"):
             record_calls(clients.get(service), monitor.calls.append)
         yield monitor
+
+
+@pytest.fixture
+def world(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Monitor]:
+    """A stack without ``ses-mail:mailboxes``: the one mailbox ``default``."""
+    yield from deploy(google, monkeypatch)
+
+
+#: default, alice and bob: one Gmail account each.
+TABLE = MailboxTable(
+    (
+        Mailbox(names.DEFAULT_MAILBOX, ("example.com",)),
+        Mailbox("alice", ("alice@example.com",)),
+        Mailbox("bob", ("bob@example.com",)),
+    ),
+    configured=True,
+)
+
+
+@pytest.fixture
+def mailboxes(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Monitor]:
+    """A stack with ``ses-mail:mailboxes``: default, alice and bob, each with its token and retry queue."""
+    yield from deploy(google, monkeypatch, TABLE)
 
 
 def lines(capsys: pytest.CaptureFixture[str], event_prefix: str = "retry.autostart") -> list[dict[str, Any]]:
@@ -157,7 +190,7 @@ def test_starts_the_retry_processor_when_mail_waits_and_the_token_mints(
     [execution] = world.executions()
     assert execution["name"] == "token-monitor-20261124T1015Z"  # the schedule period NOW falls in
     assert names.RETRY_TRIGGER_TOKEN_MONITOR == "token-monitor"
-    assert json.loads(execution["input"]) == {"trigger": "token-monitor"}
+    assert json.loads(execution["input"]) == {"trigger": "token-monitor", names.RETRY_MAILBOX_KEY: "default"}
     assert result["retry"] == {
         "action": "started",
         "reason": token_monitor.MAIL_PARKED,
@@ -291,7 +324,7 @@ def test_one_execution_per_schedule_period_even_when_two_runs_race(world: Monito
             return world.sfn.start_execution(**kwargs)
 
     racing = token_monitor.RetryAutostart(
-        world.sqs, BlindSfn(), world.queue_url, world.state_machine_arn, world.autostart().prove_token
+        world.sqs, BlindSfn(), {"default": world.queue_url}, world.state_machine_arn, world.autostart().prove_token
     )
     first = world.run(at=NOW, autostart=racing)["retry"]
     second = world.run(at=NOW + timedelta(minutes=4), autostart=racing)["retry"]  # same period
@@ -331,7 +364,7 @@ def test_after_a_failed_execution_the_monitor_waits_an_hour_before_the_next(worl
             return world.sfn.start_execution(**kwargs)
 
     autostart = token_monitor.RetryAutostart(
-        world.sqs, AfterAFailure(), world.queue_url, world.state_machine_arn, world.autostart().prove_token
+        world.sqs, AfterAFailure(), {"default": world.queue_url}, world.state_machine_arn, world.autostart().prove_token
     )
     soon = world.run(at=NOW + timedelta(minutes=45), autostart=autostart)["retry"]
     assert (soon["action"], soon["reason"]) == ("skipped", token_monitor.RECENT_FAILURE)
@@ -416,14 +449,16 @@ def monitor_policy(world: Monitor) -> dict[str, Any]:
     def parameter(name: str) -> str:
         return f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
 
+    mailboxes = world.autostart().mailboxes
     return policies.token_monitor_policy(
-        expiry_parameter_arn=parameter(names.refresh_token_expiry_parameter(ENV)),
+        expiry_parameter_arns=[parameter(names.refresh_token_expiry_parameter(ENV, m)) for m in mailboxes],
         client_credentials_parameter_arn=parameter(names.client_credentials_parameter(ENV)),
-        refresh_token_parameter_arn=parameter(names.refresh_token_parameter(ENV)),
-        retry_queue_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{names.retry_queue(ENV)}",
+        refresh_token_parameter_arns=[parameter(names.refresh_token_parameter(ENV, m)) for m in mailboxes],
+        retry_queue_arns=[f"arn:aws:sqs:{REGION}:{ACCOUNT}:{names.retry_queue(ENV, m)}" for m in mailboxes],
         state_machine_arn=world.state_machine_arn,
         namespace=names.metric_namespace(ENV),
         log_group_arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{names.token_monitor_function(ENV)}",
+        describe_executions=mailboxes != ("default",),
     )
 
 
@@ -526,3 +561,331 @@ def test_execution_name_is_the_schedule_period(at: datetime, name: str) -> None:
 )
 def test_scheduled_time_comes_from_eventbridge_when_it_says(event: Any, expected: datetime | None) -> None:
     assert token_monitor.scheduled_time(event) == expected
+
+
+# --- several mailboxes: each its own queue, drain, token and backoff -------------------------------
+
+
+def by_mailbox(lines_: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The one ``retry.autostart*`` line of each mailbox (fails on a second line for one)."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in lines_:
+        assert line["mailbox"] not in found, f"two autostart lines for {line['mailbox']}"
+        found[line["mailbox"]] = line
+    return found
+
+
+def decisions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {m: (r["retry"]["action"], r["retry"]["reason"]) for m, r in result["mailboxes"].items()}
+
+
+def execution_arn(world: Monitor, name: str) -> str:
+    return world.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+
+def test_alices_parked_mail_starts_her_drain_while_bobs_queue_is_empty(
+    mailboxes: Monitor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = mailboxes
+    tokens = {m: world.install_token(m) for m in TABLE.names}
+    world.park(2, "alice")
+
+    result = world.run()
+
+    [execution] = world.executions()
+    assert execution["name"] == "token-monitor-alice-20261124T1015Z"
+    assert json.loads(execution["input"]) == {"trigger": "token-monitor", names.RETRY_MAILBOX_KEY: "alice"}
+    assert decisions(result) == {
+        "default": ("skipped", token_monitor.QUEUE_EMPTY),
+        "alice": ("started", token_monitor.MAIL_PARKED),
+        "bob": ("skipped", token_monitor.QUEUE_EMPTY),
+    }
+    assert result["mailboxes"]["alice"]["retry"]["executionArn"] == execution["executionArn"]
+    assert result["mailboxes"]["alice"]["hoursLeft"] == pytest.approx(30)
+    # Proven with alice's own token, the only one minted.
+    assert [r["refresh_token"] for r in world.mints()] == [tokens["alice"]]
+    logged = by_mailbox(lines(capsys))
+    assert {m: (line["event"], line["reason"]) for m, line in logged.items()} == {
+        "default": (names.EVENT_RETRY_AUTOSTART_SKIPPED, "queue-empty"),
+        "alice": (names.EVENT_RETRY_AUTOSTART, "mail-parked"),
+        "bob": (names.EVENT_RETRY_AUTOSTART_SKIPPED, "queue-empty"),
+    }
+    assert logged["alice"]["executionArn"] == execution["executionArn"] and logged["alice"]["waiting"] == 2
+
+
+def test_empty_queues_cost_no_execution_call_and_no_secret(mailboxes: Monitor) -> None:
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+    world.calls.clear()
+
+    result = world.run()
+
+    assert set(decisions(result).values()) == {("skipped", token_monitor.QUEUE_EMPTY)}
+    assert [c.action for c in world.calls] == [
+        *["ssm:GetParameter"] * 3,
+        "cloudwatch:PutMetricData",
+        *["sqs:GetQueueAttributes"] * 3,
+    ]
+    assert [c.params["QueueUrl"] for c in world.calls if c.operation == "GetQueueAttributes"] == [
+        world.queue(m) for m in TABLE.names
+    ]
+
+
+def test_each_mailbox_gets_its_own_execution_name_in_a_period(mailboxes: Monitor) -> None:
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+        world.park(1, mailbox)
+
+    first = world.run()
+
+    assert set(decisions(first).values()) == {("started", token_monitor.MAIL_PARKED)}
+    assert sorted(e["name"] for e in world.executions()) == [
+        "token-monitor-20261124T1015Z",  # default keeps the name it had before mailboxes
+        "token-monitor-alice-20261124T1015Z",
+        "token-monitor-bob-20261124T1015Z",
+    ]
+    assert {json.loads(e["input"])[names.RETRY_MAILBOX_KEY] for e in world.executions()} == set(TABLE.names)
+    # Each mailbox sees its own drain running, not another's.
+    again = world.run(at=NOW + timedelta(minutes=5))
+    assert decisions(again) == dict.fromkeys(TABLE.names, ("skipped", token_monitor.ALREADY_RUNNING))
+    for mailbox in TABLE.names:
+        started = first["mailboxes"][mailbox]["retry"]["executionArn"]
+        assert again["mailboxes"][mailbox]["retry"]["executionArn"] == started
+    # Once they ended, each name stays taken for the rest of the period, and the next period's
+    # run starts a new one for every mailbox.
+    for execution in world.executions():
+        world.sfn.stop_execution(executionArn=execution["executionArn"])
+    same_period = world.run(at=NOW + timedelta(minutes=8))
+    assert decisions(same_period) == dict.fromkeys(TABLE.names, ("skipped", token_monitor.ALREADY_STARTED))
+    next_period = world.run(at=NOW + timedelta(minutes=15))
+    assert set(decisions(next_period).values()) == {("started", token_monitor.MAIL_PARKED)}
+    assert len(world.executions()) == 6
+
+
+@pytest.mark.parametrize("table", [TABLE, MailboxTable((Mailbox("a" * 20),), configured=True)])
+def test_execution_names_are_valid_for_every_mailbox(table: MailboxTable) -> None:
+    for mailbox in table.names:
+        name = token_monitor.execution_name(NOW, mailbox)
+        assert len(name) <= 80 and name.replace("-", "").isalnum()
+    assert token_monitor.execution_name(NOW, "a" * 20) == f"token-monitor-{'a' * 20}-20261124T1015Z"
+
+
+def test_a_running_drain_of_bob_does_not_block_alice(mailboxes: Monitor) -> None:
+    world = mailboxes
+    tokens = {m: world.install_token(m) for m in TABLE.names}
+    world.park(2, "alice")
+    world.park(3, "bob")
+    # A hand-over execution: a generated name, the mailbox only in its input.
+    bobs = world.sfn.start_execution(
+        stateMachineArn=world.state_machine_arn,
+        name="0b4b1a52-6f3e-4d1e-9a4c-2d9f1e7c8b10",
+        input=json.dumps({names.RETRY_CONTINUED_FROM_KEY: execution_arn(world, "earlier"), "mailbox": "bob"}),
+    )["executionArn"]
+
+    result = world.run()
+
+    assert decisions(result) == {
+        "default": ("skipped", token_monitor.QUEUE_EMPTY),
+        "alice": ("started", token_monitor.MAIL_PARKED),
+        "bob": ("skipped", token_monitor.ALREADY_RUNNING),
+    }
+    assert result["mailboxes"]["bob"]["retry"]["executionArn"] == bobs
+    assert [r["refresh_token"] for r in world.mints()] == [tokens["alice"]], "no token request for bob's drain"
+
+
+def test_an_execution_whose_input_names_no_mailbox_drains_default(mailboxes: Monitor) -> None:
+    """Started before mailboxes existed (or by hand): absent = default, read with DescribeExecution."""
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+    world.park(1, "default")
+    world.park(1, "alice")
+    legacy = world.sfn.start_execution(
+        stateMachineArn=world.state_machine_arn, name="refresh-20261124T100000Z-0123abcd", input='{"trigger": "x"}'
+    )["executionArn"]
+    world.calls.clear()
+
+    result = world.run()
+    monitor_calls = list(world.calls)
+
+    assert decisions(result)["default"] == ("skipped", token_monitor.ALREADY_RUNNING)
+    assert result["mailboxes"]["default"]["retry"]["executionArn"] == legacy
+    assert decisions(result)["alice"] == ("started", token_monitor.MAIL_PARKED)
+    # Described once for both mailboxes with mail waiting; bob's empty queue asked nothing.
+    described = [c.params["executionArn"] for c in monitor_calls if c.operation == "DescribeExecution"]
+    assert described == [legacy]
+    assert [c.operation for c in monitor_calls].count("ListExecutions") == 3  # default: 1; alice: 2
+
+
+class EndedExecutions:
+    """Step Functions as moto runs it, plus executions that already ended (moto cannot fail one)."""
+
+    def __init__(self, sfn: Any, ended: list[dict[str, Any]]) -> None:
+        self._sfn = sfn
+        self.ended = ended
+        self.described: list[str] = []
+
+    def list_executions(self, **kwargs: Any) -> dict[str, Any]:
+        listed = self._sfn.list_executions(**kwargs)
+        if kwargs.get("statusFilter") == "RUNNING":
+            return dict(listed)
+        summaries = [{k: v for k, v in e.items() if k != "input"} for e in self.ended]
+        return {"executions": [*summaries, *listed["executions"]]}
+
+    def describe_execution(self, executionArn: str) -> dict[str, Any]:
+        self.described.append(executionArn)
+        for execution in self.ended:
+            if execution["executionArn"] == executionArn:
+                return {**execution, "input": json.dumps(execution["input"])}
+        return dict(self._sfn.describe_execution(executionArn=executionArn))
+
+    def start_execution(self, **kwargs: Any) -> Any:
+        return self._sfn.start_execution(**kwargs)
+
+
+def ended(world: Monitor, name: str, status: str, stopped: datetime, mailbox: str | None) -> dict[str, Any]:
+    drained = {} if mailbox is None else {names.RETRY_MAILBOX_KEY: mailbox}
+    return {
+        "executionArn": execution_arn(world, name),
+        "stateMachineArn": world.state_machine_arn,
+        "name": name,
+        "status": status,
+        "startDate": stopped - timedelta(minutes=1),
+        "stopDate": stopped,
+        "input": {"trigger": "token-monitor", **drained},
+    }
+
+
+def with_ended(world: Monitor, executions: list[dict[str, Any]]) -> token_monitor.RetryAutostart:
+    wired = world.autostart()
+    sfn = EndedExecutions(world.sfn, executions)
+    return token_monitor.RetryAutostart(world.sqs, sfn, wired.queue_urls, wired.state_machine_arn, wired.prove_token)
+
+
+def test_a_failed_drain_of_alice_backs_off_only_alice(mailboxes: Monitor) -> None:
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+        world.park(1, mailbox)
+    failed = ended(world, "token-monitor-alice-20261124T1000Z", "FAILED", NOW, "alice")
+    # default's drain failed long ago: over, whatever its status.
+    old = ended(world, "token-monitor-20261124T0800Z", "TIMED_OUT", NOW - timedelta(hours=2), None)
+    autostart = with_ended(world, [failed, old])
+
+    soon = world.run(at=NOW + timedelta(minutes=45), autostart=autostart)
+
+    assert decisions(soon) == {
+        "default": ("started", token_monitor.MAIL_PARKED),
+        "alice": ("skipped", token_monitor.RECENT_FAILURE),
+        "bob": ("started", token_monitor.MAIL_PARKED),
+    }
+    assert soon["mailboxes"]["alice"]["retry"]["executionArn"] == failed["executionArn"]
+    assert old["executionArn"] not in autostart.sfn.described, "what stopped before the backoff is not described"
+    assert sorted(json.loads(e["input"])[names.RETRY_MAILBOX_KEY] for e in world.executions()) == ["bob", "default"]
+
+    later = world.run(at=NOW + timedelta(seconds=names.RETRY_AUTOSTART_BACKOFF_SECONDS + 60), autostart=autostart)
+    assert decisions(later)["alice"] == ("started", token_monitor.MAIL_PARKED)
+
+
+def test_a_failure_of_a_drain_without_a_mailbox_backs_off_default_only(mailboxes: Monitor) -> None:
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+        world.park(1, mailbox)
+    autostart = with_ended(world, [ended(world, "refresh-by-hand", "FAILED", NOW, None)])
+
+    result = world.run(at=NOW + timedelta(minutes=15), autostart=autostart)
+
+    assert decisions(result) == {
+        "default": ("skipped", token_monitor.RECENT_FAILURE),
+        "alice": ("started", token_monitor.MAIL_PARKED),
+        "bob": ("started", token_monitor.MAIL_PARKED),
+    }
+    assert autostart.sfn.described == [execution_arn(world, "refresh-by-hand")], "described once for all"
+
+
+def test_a_later_success_of_the_same_mailbox_ends_its_backoff(mailboxes: Monitor) -> None:
+    world = mailboxes
+    world.install_token("alice")
+    world.park(1, "alice")
+    autostart = with_ended(
+        world,
+        [
+            ended(world, "refresh-alice-20261124T1010Z-0123abcd", "SUCCEEDED", NOW + timedelta(minutes=5), "alice"),
+            ended(world, "token-monitor-alice-20261124T1000Z", "FAILED", NOW, "alice"),
+        ],
+    )
+    result = world.run(at=NOW + timedelta(minutes=15), autostart=autostart)
+    assert decisions(result)["alice"] == ("started", token_monitor.MAIL_PARKED)
+
+
+def test_one_mailbox_that_cannot_be_decided_stops_no_other(
+    mailboxes: Monitor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+    world.park(1, "alice")
+    world.park(1, "bob")
+    world.google.fail_token(503)  # the first mint (alice's) only
+
+    result = world.run()
+
+    assert decisions(result)["alice"][0] == "failed" and "503" in decisions(result)["alice"][1]
+    assert decisions(result)["bob"] == ("started", token_monitor.MAIL_PARKED)
+    logged = by_mailbox(lines(capsys))
+    assert (logged["alice"]["event"], logged["alice"]["level"]) == (names.EVENT_RETRY_AUTOSTART_FAILED, "ERROR")
+    assert (logged["bob"]["event"], logged["bob"]["level"]) == (names.EVENT_RETRY_AUTOSTART, "INFO")
+
+
+def test_a_dead_token_of_bob_parks_only_bob(mailboxes: Monitor, capsys: pytest.CaptureFixture[str]) -> None:
+    world = mailboxes
+    tokens = {m: world.install_token(m) for m in TABLE.names}
+    world.google.revoke(tokens["bob"])
+    world.park(1, "alice")
+    world.park(1, "bob")
+
+    result = world.run()
+
+    assert decisions(result)["alice"] == ("started", token_monitor.MAIL_PARKED)
+    assert decisions(result)["bob"] == ("skipped", token_monitor.TOKEN_DEAD)
+    assert names.refresh_command(ENV, "bob") in by_mailbox(lines(capsys))["bob"]["detail"]
+
+
+def test_without_its_environment_every_mailbox_reports_the_missing_configuration(
+    mailboxes: Monitor, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(names.ENV_VAR_RETRY_QUEUE_URL)
+    assert monitor_handler.retry_autostart(mailboxes.clients, ENV) is None
+    result = token_monitor.monitor(mailboxes.clients.ssm, mailboxes.cloudwatch, ENV, None, mailboxes=TABLE.names)
+    assert set(decisions(result)) == set(TABLE.names)
+    assert {a for a, _ in decisions(result).values()} == {"failed"}
+    assert sorted(by_mailbox(lines(capsys))) == sorted(TABLE.names)
+
+
+def test_every_call_with_mailboxes_is_allowed_and_every_grant_is_used(mailboxes: Monitor) -> None:
+    world = mailboxes
+    for mailbox in TABLE.names:
+        world.install_token(mailbox)
+    world.park(1, "default")
+    world.park(1, "alice")
+    world.sfn.start_execution(stateMachineArn=world.state_machine_arn, name="legacy", input="{}")
+    world.calls.clear()
+    world.run()  # default: running (described); alice: started
+    calls = list(world.calls)
+
+    document = monitor_policy(world)
+    assert not check_policy(document, policy="the token monitor's policy with mailboxes")  # policy_sentry
+    used: set[str] = set()
+    for call in calls:
+        for request in iam_requests(call, partition="aws", account=ACCOUNT):
+            sid = _allowed_by(document, request.action, request.resource, dict(request.context))
+            assert sid, f"{request.action} on {request.resource} is not allowed by the monitor's policy"
+            used.add(sid)
+    assert used == {s["Sid"] for s in document["Statement"]} - {"WriteOwnLogs"}
+    assert "states:DescribeExecution" in {c.action for c in calls}
+    # Another state machine's executions stay out of reach.
+    other = execution_arn(world, "x").replace(names.retry_state_machine(ENV), names.retry_state_machine("prod"))
+    assert not _allowed_by(document, "states:DescribeExecution", other, {})

@@ -173,3 +173,28 @@ def test_expiry_without_an_expires_key_is_unreadable_not_never_expiring() -> Non
     with pytest.raises(RefreshTokenError, match="unreadable"):
         TokenExpiry.from_json("{}")
     assert TokenExpiry.from_json('{"expires_at": null}').expires_at is None
+
+
+def test_provider_of_a_mailbox_reads_its_token_and_names_its_renewal(google: FakeGoogle) -> None:
+    parameters = _Parameters()
+    parameters.put(names.client_credentials_parameter("test"), json.dumps(google.client_json()))
+    parameters.put(names.refresh_token_parameter("test"), json.dumps({"token": "1//the-default-token"}))
+    alice = google.issue_refresh_token()
+    parameters.put(names.refresh_token_parameter("test", "alice"), json.dumps({"token": alice}))
+    provider = AccessTokenProvider("test", parameters, HttpClient(), mailbox="alice")
+    provider.get()
+    assert [r["refresh_token"] for r in google.token_requests] == [alice]
+    google.revoke(alice)
+    provider.forget(provider.get())
+    with pytest.raises(TokenExpiredError, match=re.escape(names.refresh_command("test", "alice"))):
+        provider.get()
+
+
+def test_provider_of_a_mailbox_without_a_token_says_which_command_fixes_it(google: FakeGoogle) -> None:
+    parameters = _Parameters()
+    parameters.put(names.client_credentials_parameter("test"), json.dumps(google.client_json()))
+    parameters.put(names.refresh_token_parameter("test"), json.dumps({"token": google.issue_refresh_token()}))
+    provider = AccessTokenProvider("test", parameters, HttpClient(), mailbox="bob")
+    with pytest.raises(RefreshTokenError, match=re.escape(names.refresh_command("test", "bob"))):
+        provider.get()
+    assert google.token_requests == []

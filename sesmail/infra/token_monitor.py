@@ -16,16 +16,27 @@ from sesmail.infra.context import AwsContext
 from sesmail.infra.lambda_package import FunctionSpec, python_function
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
+from sesmail.mailboxes import MailboxTable
+from sesmail.retry_run import inputs_tell_mailboxes_apart
+
+#: A stack without ``ses-mail:mailboxes``: the one mailbox ``default`` (the table is immutable).
+NO_MAILBOXES_CONFIGURED = MailboxTable.single()
 
 
 class TokenMonitor(pulumi.ComponentResource):
     """``names.token_monitor_function(env)``, run by EventBridge every 15 minutes.
 
     Same package as the forwarder (``lambda_package.lambda_archive``), its own handler. It reads
-    the expiry parameter and writes metrics of ``SESMail/{env}`` only; to start the retry
-    processor while mail is parked (DESIGN.md, "Nothing waits forever") it may also read the
-    retry queue's depth, list and start executions of the retry processor, and read the two
-    OAuth parameters to prove the token by minting. It writes no parameter and touches no message.
+    every mailbox's expiry parameter and writes metrics of ``SESMail/{env}`` only; to start the
+    retry processor while mail is parked (DESIGN.md, "Nothing waits forever") it may also read
+    every mailbox's retry queue depth, list, start and (with mailboxes other than ``default``)
+    describe executions of the retry processor, and read the OAuth client JSON and every
+    mailbox's refresh token to prove a token by minting. It writes no parameter and touches no
+    message.
+
+    ``mailboxes``: the stack's table. Configured, it reaches the function as ``MAILBOXES``;
+    ``RETRY_QUEUE_URL`` stays the primary mailbox's queue (the others' URLs are derived from it).
+    ``tokens`` and ``retry`` must hold every mailbox of the table.
     """
 
     log_group: aws.cloudwatch.LogGroup
@@ -46,13 +57,33 @@ class TokenMonitor(pulumi.ComponentResource):
         aws_context: AwsContext,
         tags: Mapping[str, str],
         archive_root: Path = REPO_ROOT,
+        mailboxes: MailboxTable = NO_MAILBOXES_CONFIGURED,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:TokenMonitor", name, None, opts)
+        missing = [
+            m
+            for m in mailboxes.names
+            if m not in tokens.refresh_tokens or m not in tokens.refresh_token_expiries or m not in retry.queues
+        ]
+        if missing:
+            raise ValueError(
+                f"the token monitor serves mailbox(es) {', '.join(missing)} without token parameters or a "
+                "retry queue: give Tokens and Retry the same mailboxes"
+            )
         child = pulumi.ResourceOptions(parent=self)
         # Named, not taken from the RetryProcessor: the monitor needs nothing of it but its ARN, so
         # the two components stay independent (RetryProcessor derives the same ARN the same way).
         machine_arn = names.state_machine_arn(env, aws_context.region, aws_context.account_id, aws_context.partition)
+        served = mailboxes.names
+        environment: dict[str, pulumi.Input[str]] = {
+            names.ENV_VAR_ENV: env,
+            # The primary mailbox's (``retry.queue`` when Retry has the table's mailboxes).
+            names.ENV_VAR_RETRY_QUEUE_URL: retry.queues[mailboxes.primary.name].queue.url,
+            names.ENV_VAR_STATE_MACHINE_ARN: machine_arn,
+        }
+        if mailboxes.configured:
+            environment[names.ENV_VAR_MAILBOXES] = mailboxes.to_json()
         spec = FunctionSpec(
             function_name=names.token_monitor_function(env),
             role_name=names.token_monitor_role(env),
@@ -67,23 +98,22 @@ class TokenMonitor(pulumi.ComponentResource):
             spec,
             parent=self,
             policy=lambda log_group_arn: pulumi.Output.all(
-                expiry_parameter_arn=tokens.refresh_token_expiry.arn,
+                expiry_parameter_arns=pulumi.Output.all(*(tokens.refresh_token_expiries[m].arn for m in served)),
                 client_credentials_parameter_arn=tokens.client_credentials.arn,
-                refresh_token_parameter_arn=tokens.refresh_token.arn,
-                retry_queue_arn=retry.queue.arn,
+                refresh_token_parameter_arns=pulumi.Output.all(*(tokens.refresh_tokens[m].arn for m in served)),
+                retry_queue_arns=pulumi.Output.all(*(retry.queues[m].queue.arn for m in served)),
                 log_group_arn=log_group_arn,
             ).apply(
                 lambda arns: json.dumps(
                     policies.token_monitor_policy(
-                        **arns, state_machine_arn=machine_arn, namespace=names.metric_namespace(env)
+                        **arns,
+                        state_machine_arn=machine_arn,
+                        namespace=names.metric_namespace(env),
+                        describe_executions=inputs_tell_mailboxes_apart(served),
                     )
                 )
             ),
-            environment={
-                names.ENV_VAR_ENV: env,
-                names.ENV_VAR_RETRY_QUEUE_URL: retry.queue.url,
-                names.ENV_VAR_STATE_MACHINE_ARN: machine_arn,
-            },
+            environment=environment,
             tags=tags,
             archive_root=archive_root,
         )

@@ -59,7 +59,10 @@ def test_mail_parked_by_a_quota_is_delivered_by_the_monitor_alone(
     assert (started["action"], started["reason"], started["waiting"]) == ("started", "mail-parked", PARKED)
     execution = finished_execution(system.client("stepfunctions"), started["executionArn"], timeout=120.0)
     assert execution["status"] == "SUCCEEDED", execution
-    assert json.loads(execution["input"]) == {"trigger": names.RETRY_TRIGGER_TOKEN_MONITOR}
+    assert json.loads(execution["input"]) == {
+        "trigger": names.RETRY_TRIGGER_TOKEN_MONITOR,
+        names.RETRY_MAILBOX_KEY: names.DEFAULT_MAILBOX,
+    }
     assert execution["name"].startswith(f"{names.RETRY_TRIGGER_TOKEN_MONITOR}-")
     assert json.loads(execution["output"])["delivered"] == PARKED
 
