@@ -1,9 +1,17 @@
 """The retry processor's Step Functions definition, built from :mod:`sesmail.names` constants.
 
-It drains the whole retry queue, batch after batch, until a receive comes back empty:
+One state machine serves every mailbox. An execution's input ``{"mailbox": NAME}`` picks the
+mailbox (an input without ``mailbox`` means ``default``: every execution started before mailboxes
+existed, and the successors they hand over to); a name the deployment does not have fails at
+once (``UnknownMailbox``) without receiving anything. A Choice state picks the mailbox's Pass
+state, which sets ``$.target`` (its name, retry queue URL, DLQ URL and renewal command); every
+later state reads the queues from there, and the Fail causes name the mailbox. Executions for
+different mailboxes therefore run side by side without knowing of each other.
+
+It drains the mailbox's whole retry queue, batch after batch, until a receive comes back empty:
 
     Receive (<= 10) -> Map (bounded concurrency) over the messages:
-        invoke the forwarder {"source": "retry-processor", "notification": <body>}
+        invoke the forwarder {"source": "retry-processor", "notification": <body>, "mailbox": NAME}
           delivered / already-delivered       -> delete the message
           ignored (not mail) / rejected (policy) -> delete it, counted in neither total
           TransientError (and Lambda hiccups)  -> retried: 30 s, x2, 3 attempts
@@ -14,9 +22,11 @@ It drains the whole retry queue, batch after batch, until a receive comes back e
     -> tally -> receive again ... -> publish RetryMessagesDelivered / RetryMessagesFailed /
        RetryProcessingCompleted -> succeed with the totals.
 
-A message is deleted only after it was delivered or is safely in the DLQ. Items are the SQS
-API's own shape (``MessageId``, ``ReceiptHandle``, ``Body``). Every path that counts is
-guarded so that a missing field can never turn into a ``States.Runtime`` failure.
+A message is deleted only after it was delivered or is safely in the mailbox's DLQ. Each Map
+item is ``{"message": <the SQS API's own shape: MessageId, ReceiptHandle, Body>, "target": ...}``
+(``ItemSelector``). An execution at its batch cap hands over to a successor with the same
+mailbox. Every path that counts is guarded so that a missing field can never turn into a
+``States.Runtime`` failure.
 
 Counting needs no JSONPath filter: each item ends as ``{"delivered": 1}`` or ``{"failed": 1}``,
 and the tally takes ``States.ArrayLength($.batch[*].delivered)``. AWS allows only Reference
@@ -31,7 +41,8 @@ through a JVM bridge, which would leave every drain test without an interpreter.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sesmail import names
@@ -68,40 +79,82 @@ _STOPS = (
 _REASON = "States.Format('{}: {}', $.error.Error, $.error.Cause)"
 #: Payload statuses that mean "Gmail has it".
 DELIVERED_STATUSES = ("delivered", "already-delivered")
+#: The Fail state of an execution whose input names no mailbox of this deployment.
+UNKNOWN_MAILBOX_ERROR = "UnknownMailbox"
+#: Where the chosen mailbox's queues live in the state (and in every Map item).
+TARGET = "target"
+_MAILBOX_PATH = f"$.{TARGET}.mailbox"
+_QUEUE_URL_PATH = f"$.{TARGET}.queueUrl"
+_DLQ_URL_PATH = f"$.{TARGET}.dlqUrl"
+_REFRESH_COMMAND_PATH = f"$.{TARGET}.refreshCommand"
+
+
+@dataclass(frozen=True)
+class MailboxQueues:
+    """One mailbox's retry queue and retry DLQ, as the state machine drains them."""
+
+    mailbox: str
+    queue_url: str
+    dlq_url: str
+
+
+def target_state(mailbox: str) -> str:
+    """The Pass state that points the execution at ``mailbox``'s queues."""
+    return f"Target-{names.check_mailbox(mailbox)}"
 
 
 def build_definition(
     *,
     env: str,
     partition: str,
-    retry_queue_url: str,
-    retry_dlq_url: str,
+    mailboxes: Sequence[MailboxQueues],
     forwarder_function: str,
     batches_per_execution: int = names.RETRY_BATCHES_PER_EXECUTION,
 ) -> dict[str, Any]:
     """The Amazon States Language document (a dict; the infra component dumps it to JSON).
 
-    ``partition`` (``aws``, ``aws-cn``, ``aws-us-gov``) goes into every service-integration ARN.
+    ``mailboxes`` are every mailbox's queues (at least one, each name once); the execution's
+    input ``{"mailbox": NAME}`` picks one. ``partition`` (``aws``, ``aws-cn``, ``aws-us-gov``)
+    goes into every service-integration ARN.
     """
+    known = [names.check_mailbox(m.mailbox) for m in mailboxes]
+    if not known:
+        raise ValueError("the retry processor needs at least one mailbox's queues")
+    if len(set(known)) != len(known):
+        raise ValueError(f"a mailbox is listed twice: {known}")
     arn: _Integrations = functools.partial(integration_arn, partition)
     return {
-        "Comment": f"Drains {names.retry_queue(env)} into Gmail after a token renewal (ses-mail)",
-        "StartAt": "Init",
+        "Comment": (
+            f"Drains the retry queue of the mailbox the input names (key {names.RETRY_MAILBOX_KEY}, "
+            f"{names.DEFAULT_MAILBOX} when absent) into Gmail after a token renewal "
+            f"(ses-mail {env}: {', '.join(known)})"
+        ),
+        "StartAt": "SelectMailbox",
         "TimeoutSeconds": names.RETRY_EXECUTION_TIMEOUT_SECONDS,
         "States": {
+            "SelectMailbox": _select_mailbox(known),
+            **{target_state(m.mailbox): _target(env, m) for m in mailboxes},
+            UNKNOWN_MAILBOX_ERROR: {
+                "Type": "Fail",
+                "Error": UNKNOWN_MAILBOX_ERROR,
+                "Cause": (
+                    f"The execution input's {names.RETRY_MAILBOX_KEY!r} is not a mailbox of ses-mail {env} "
+                    f"(it has: {', '.join(known)}; absent means {names.DEFAULT_MAILBOX}); nothing was received."
+                ),
+            },
             "Init": {
                 "Type": "Pass",
                 "Parameters": {DELIVERED: 0, FAILED: 0, "batches": 0},
                 "ResultPath": "$.totals",
                 "Next": "Receive",
             },
-            "Receive": _receive(arn, retry_queue_url),
+            "Receive": _receive(arn),
             "AnyMessages": {
                 "Type": "Choice",
                 "Choices": [{"Variable": "$.receive.Messages[0]", "IsPresent": True, "Next": "DeliverBatch"}],
                 "Default": "PublishMetrics",
             },
-            "DeliverBatch": _deliver_batch(arn, env, retry_queue_url, retry_dlq_url, forwarder_function),
+            "DeliverBatch": _deliver_batch(arn, forwarder_function),
             "Tally": {
                 "Type": "Pass",
                 # Replaces the whole state: the batch and its message bodies are done with.
@@ -109,7 +162,8 @@ def build_definition(
                     "totals": {
                         **{f"{outcome}.$": _add_batch_count(outcome) for outcome in (DELIVERED, FAILED)},
                         "batches.$": "States.MathAdd($.totals.batches, 1)",
-                    }
+                    },
+                    f"{TARGET}.$": f"$.{TARGET}",
                 },
                 "ResultPath": "$",
                 "Next": "MoreBatchesAllowed",
@@ -142,7 +196,11 @@ def build_definition(
                 "Resource": arn(START_EXECUTION),
                 "Parameters": {
                     "StateMachineArn.$": "$$.StateMachine.Id",
-                    "Input": {f"{names.RETRY_CONTINUED_FROM_KEY}.$": "$$.Execution.Id"},
+                    # The successor drains the same mailbox.
+                    "Input": {
+                        f"{names.RETRY_CONTINUED_FROM_KEY}.$": "$$.Execution.Id",
+                        f"{names.RETRY_MAILBOX_KEY}.$": _MAILBOX_PATH,
+                    },
                 },
                 "ResultPath": None,
                 "Retry": [_retry(["States.ALL"])],
@@ -153,18 +211,21 @@ def build_definition(
             "TokenDead": {
                 "Type": "Fail",
                 "Error": TOKEN_DEAD_ERROR,
-                "Cause": (
-                    "The Gmail refresh token is still expired or revoked; nothing was deleted. "
-                    f"Renew it with: python -m sesmail.refresh --env {env}"
+                "CausePath": _cause(
+                    "The Gmail refresh token of mailbox {} is still expired or revoked; nothing was deleted. "
+                    "Renew it with: {}",
+                    _MAILBOX_PATH,
+                    _REFRESH_COMMAND_PATH,
                 ),
             },
             "PublishMetricsMailboxRefused": _publish_metrics(arn, env, completed=False, next_state="MailboxRefused"),
             "MailboxRefused": {
                 "Type": "Fail",
                 "Error": MAILBOX_REFUSED_ERROR,
-                "Cause": (
-                    "Gmail refuses the mailbox or our setup (API disabled, domain policy, a configured label, "
-                    "the OAuth client); nothing was deleted. The forwarder's log has the reason (event retry.failed)."
+                "CausePath": _cause(
+                    "Gmail refuses mailbox {} or our setup (API disabled, domain policy, a configured label, "
+                    "the OAuth client); nothing was deleted. The forwarder log has the reason (event retry.failed).",
+                    _MAILBOX_PATH,
                 ),
             },
             "PublishMetricsRateLimited": _publish_metrics(arn, env, completed=False, next_state="RateLimited"),
@@ -182,10 +243,53 @@ def build_definition(
             "ProcessingFailed": {
                 "Type": "Fail",
                 "Error": "RetryProcessingFailed",
-                "Cause": "A batch could not be settled; undelivered messages stay in the retry queue.",
+                "CausePath": _cause(
+                    "A batch of mailbox {} could not be settled; undelivered messages stay in its retry queue.",
+                    _MAILBOX_PATH,
+                ),
             },
         },
     }
+
+
+def _select_mailbox(known: list[str]) -> dict[str, Any]:
+    """Choice rules run in order: absent first, then not a string, so no comparison meets a missing or odd value."""
+    absent = target_state(names.DEFAULT_MAILBOX) if names.DEFAULT_MAILBOX in known else UNKNOWN_MAILBOX_ERROR
+    variable = f"$.{names.RETRY_MAILBOX_KEY}"
+    return {
+        "Type": "Choice",
+        "Choices": [
+            {"Not": {"Variable": variable, "IsPresent": True}, "Next": absent},
+            {"Not": {"Variable": variable, "IsString": True}, "Next": UNKNOWN_MAILBOX_ERROR},
+            *({"Variable": variable, "StringEquals": mailbox, "Next": target_state(mailbox)} for mailbox in known),
+        ],
+        "Default": UNKNOWN_MAILBOX_ERROR,
+    }
+
+
+def _target(env: str, queues: MailboxQueues) -> dict[str, Any]:
+    return {
+        "Type": "Pass",
+        "Result": {
+            "mailbox": queues.mailbox,
+            "queueUrl": queues.queue_url,
+            "dlqUrl": queues.dlq_url,
+            "refreshCommand": names.refresh_command(env, queues.mailbox),
+        },
+        "ResultPath": f"$.{TARGET}",
+        "Next": "Init",
+    }
+
+
+def _cause(template: str, *paths: str) -> str:
+    """A Fail state's ``CausePath``: ``States.Format`` of a literal template with ``{}`` placeholders.
+
+    The template holds none of the characters an intrinsic string must escape (``' { } \\``)
+    besides its placeholders, one per path.
+    """
+    if any(c in template.replace("{}", "") for c in "'{}\\") or template.count("{}") != len(paths):
+        raise ValueError(f"not a plain States.Format template for {len(paths)} values: {template!r}")
+    return f"States.Format('{template}', {', '.join(paths)})"
 
 
 def integration_arn(partition: str, integration: str) -> str:
@@ -198,12 +302,12 @@ def _add_batch_count(outcome: str) -> str:
     return f"States.MathAdd($.totals.{outcome}, States.ArrayLength($.batch[*].{outcome}))"
 
 
-def _receive(arn: _Integrations, queue_url: str) -> dict[str, Any]:
+def _receive(arn: _Integrations) -> dict[str, Any]:
     return {
         "Type": "Task",
         "Resource": arn(f"{_SQS}:receiveMessage"),
         "Parameters": {
-            "QueueUrl": queue_url,
+            "QueueUrl.$": _QUEUE_URL_PATH,
             "MaxNumberOfMessages": names.SQS_BATCH_SIZE,
             "WaitTimeSeconds": names.RETRY_RECEIVE_WAIT_SECONDS,
             "MessageAttributeNames": ["All"],
@@ -214,10 +318,12 @@ def _receive(arn: _Integrations, queue_url: str) -> dict[str, Any]:
     }
 
 
-def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, function: str) -> dict[str, Any]:
+def _deliver_batch(arn: _Integrations, function: str) -> dict[str, Any]:
     return {
         "Type": "Map",
         "ItemsPath": "$.receive.Messages",
+        # Each item carries the mailbox's queues: a Map item sees only what the selector gives it.
+        "ItemSelector": {"message.$": "$$.Map.Item.Value", f"{TARGET}.$": f"$.{TARGET}"},
         "MaxConcurrency": names.RETRY_MAP_MAX_CONCURRENCY,
         "ItemProcessor": {
             "ProcessorConfig": {"Mode": "INLINE"},
@@ -230,7 +336,11 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                         "FunctionName": function,
                         # The body stays a string: a body that is not JSON must reach the
                         # forwarder (and end in the DLQ), not break the execution here.
-                        "Payload": {"source": names.RETRY_PROCESSOR_SOURCE, "notification.$": "$.Body"},
+                        "Payload": {
+                            "source": names.RETRY_PROCESSOR_SOURCE,
+                            "notification.$": "$.message.Body",
+                            f"{names.RETRY_MAILBOX_KEY}.$": _MAILBOX_PATH,
+                        },
                     },
                     "ResultSelector": {"Payload.$": "$.Payload"},
                     "ResultPath": "$.result",
@@ -271,10 +381,10 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                     ],
                     "Default": "UnexpectedAnswer",
                 },
-                "DeleteDelivered": _delete(arn, queue_url, outcome=DELIVERED),
+                "DeleteDelivered": _delete(arn, outcome=DELIVERED),
                 # Not mail (SES's setup notification), or refused by the sender-authentication
                 # policy (its raw message stays in S3): removed, counted in neither total.
-                "DeleteIgnored": _delete(arn, queue_url, outcome=names.RETRY_STATUS_IGNORED),
+                "DeleteIgnored": _delete(arn, outcome=names.RETRY_STATUS_IGNORED),
                 "UnexpectedAnswer": {
                     "Type": "Pass",
                     "Parameters": {
@@ -288,19 +398,19 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
                     "Type": "Task",
                     "Resource": arn(f"{_SQS}:sendMessage"),
                     "Parameters": {
-                        "QueueUrl": dlq_url,
-                        "MessageBody.$": "$.Body",
+                        "QueueUrl.$": _DLQ_URL_PATH,
+                        "MessageBody.$": "$.message.Body",
                         "MessageAttributes": {
                             names.ATTR_ERROR: _string_attribute(_REASON),
                             names.ATTR_ERROR_TYPE: _string_attribute("$.error.Error"),
-                            "original_message_id": _string_attribute("$.MessageId"),
+                            "original_message_id": _string_attribute("$.message.MessageId"),
                         },
                     },
                     "ResultPath": None,
                     "Retry": [_retry(["States.ALL"])],
                     "Next": "DeleteDeadLettered",
                 },
-                "DeleteDeadLettered": _delete(arn, queue_url, outcome=FAILED),
+                "DeleteDeadLettered": _delete(arn, outcome=FAILED),
                 # Stops the whole batch: every other message would fail alike, and nothing is deleted.
                 **{f"Stop{name}": {"Type": "Fail", "Error": error, "Cause": error} for error, name in _STOPS},
             },
@@ -314,11 +424,11 @@ def _deliver_batch(arn: _Integrations, env: str, queue_url: str, dlq_url: str, f
     }
 
 
-def _delete(arn: _Integrations, queue_url: str, *, outcome: str) -> dict[str, Any]:
+def _delete(arn: _Integrations, *, outcome: str) -> dict[str, Any]:
     return {
         "Type": "Task",
         "Resource": arn(f"{_SQS}:deleteMessage"),
-        "Parameters": {"QueueUrl": queue_url, "ReceiptHandle.$": "$.ReceiptHandle"},
+        "Parameters": {"QueueUrl.$": _QUEUE_URL_PATH, "ReceiptHandle.$": "$.message.ReceiptHandle"},
         # The item's whole result: what the tally counts with ``$.batch[*].<outcome>``.
         "ResultSelector": {outcome: 1},
         "Retry": [_retry(["States.ALL"])],

@@ -3,6 +3,10 @@ routed in-process to the real forwarder (one warm forwarder per interpreter thre
 runs one container per concurrent invocation), Gmail the fake on 127.0.0.1, and the
 interpreter's retry sleeps recorded instead of slept.
 
+The state machine serves three mailboxes (``default``, ``alice``, ``bob``), each with its own retry
+queue and DLQ; ``retry_queue_url``/``retry_dlq_url`` are ``default``'s, what an execution without a
+``mailbox`` drains. Every forwarder invocation's payload is recorded in ``invocations``.
+
 Its ``drain`` fixture is registered by ``tests/conftest.py``; modules import ``DrainWorld`` for types.
 """
 
@@ -15,7 +19,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,9 +31,12 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder
-from sesmail.retry_processor import build_definition
+from sesmail.retry_processor import MailboxQueues, build_definition
 from tests.conftest import BUCKET, ENV, REGION, FakeContext, World, atomic_s3_conditional_writes, ses_notification
 from tests.fakes.google import FakeGoogle
+
+#: The mailboxes of the drain world's deployment.
+MAILBOXES = (names.DEFAULT_MAILBOX, "alice", "bob")
 
 
 class DrainWorld(World):
@@ -37,18 +44,47 @@ class DrainWorld(World):
     state_machine_arn: str
     function_arn: str
     interpreter_sleeps: list[float]
+    #: Mailbox -> its retry queue and DLQ (``default``'s are ``retry_queue_url``/``retry_dlq_url``).
+    queues: dict[str, MailboxQueues]
+    #: Every forwarder invocation's payload, in the order the interpreter made them.
+    invocations: list[dict[str, Any]]
+    #: When set, answers invocations instead of the real forwarder (payload -> answer; what it raises
+    #: is reported as the Lambda runtime reports an unhandled exception).
+    stub_forwarder: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
-    def park(self, message_id: str, *, stored: bool = True, body: str | None = None) -> None:
-        """What the inbound path does when the token is dead: the notification in the retry queue."""
+    def park(
+        self, message_id: str, *, stored: bool = True, body: str | None = None, mailbox: str = names.DEFAULT_MAILBOX
+    ) -> None:
+        """What the inbound path does when the token is dead: the notification in the mailbox's retry queue."""
         note = self.store_mail(message_id) if stored else ses_notification(message_id)
-        self.sqs.send_message(QueueUrl=self.retry_queue_url, MessageBody=body or json.dumps(note))
+        self.sqs.send_message(
+            QueueUrl=self.queues[mailbox].queue_url,
+            MessageBody=body or json.dumps(note),
+            MessageAttributes={names.ATTR_MAILBOX: {"DataType": "String", "StringValue": mailbox}},
+        )
 
-    def run(self, timeout: float = 180.0) -> dict[str, Any]:
+    def definition(self, **overrides: Any) -> dict[str, Any]:
+        """The definition the world deploys (every mailbox's queues), with ``build_definition`` overrides."""
+        values: dict[str, Any] = {
+            "env": ENV,
+            "partition": "aws",
+            "mailboxes": list(self.queues.values()),
+            "forwarder_function": self.function_arn,
+        }
+        return build_definition(**{**values, **overrides})
+
+    def start(self, execution_input: dict[str, Any] | None = None) -> str:
+        """Start an execution (input ``{}`` unless given) and return its ARN at once."""
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        execution = sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=f"test-{uuid.uuid4().hex}", input="{}"
+        arn: str = sfn.start_execution(
+            stateMachineArn=self.state_machine_arn,
+            name=f"test-{uuid.uuid4().hex}",
+            input=json.dumps(execution_input or {}),
         )["executionArn"]
-        return self.wait(execution, timeout)
+        return arn
+
+    def run(self, execution_input: dict[str, Any] | None = None, timeout: float = 180.0) -> dict[str, Any]:
+        return self.wait(self.start(execution_input), timeout)
 
     def wait(self, execution_arn: str, timeout: float = 180.0) -> dict[str, Any]:
         return finished_execution(boto3.client("stepfunctions", region_name=REGION), execution_arn, timeout)
@@ -77,15 +113,24 @@ class DrainWorld(World):
 
 def _route_invocations_to_the_forwarder(world: DrainWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     containers = threading.local()
+    record = threading.Lock()
 
     def invoke(
         backend: LambdaSimpleBackend, name: str, qualifier: str | None, body: str, headers: Any, response_headers: Any
     ) -> bytes:
-        forwarder = getattr(containers, "forwarder", None)
-        if forwarder is None:
-            forwarder = containers.forwarder = Forwarder(world.settings(), AwsClients(), sleep=world.sleeps.append)
+        payload = json.loads(body or "{}")
+        with record:
+            world.invocations.append(payload)
         try:
-            result = forwarder.handle(json.loads(body or "{}"), FakeContext())
+            if world.stub_forwarder is not None:
+                result = world.stub_forwarder(payload)
+            else:
+                forwarder = getattr(containers, "forwarder", None)
+                if forwarder is None:
+                    forwarder = containers.forwarder = Forwarder(
+                        world.settings(), AwsClients(), sleep=world.sleeps.append
+                    )
+                result = forwarder.handle(payload, FakeContext())
         except Exception as exc:  # what the Lambda runtime reports for an unhandled exception
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
@@ -120,6 +165,16 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
             inbound_dlq_url=sqs.create_queue(QueueName=names.inbound_dlq(ENV))["QueueUrl"],
         )
         world.retry_dlq_url = sqs.create_queue(QueueName=names.retry_dlq(ENV))["QueueUrl"]
+        world.queues = {
+            names.DEFAULT_MAILBOX: MailboxQueues(names.DEFAULT_MAILBOX, world.retry_queue_url, world.retry_dlq_url)
+        }
+        for mailbox in MAILBOXES[1:]:
+            world.queues[mailbox] = MailboxQueues(
+                mailbox,
+                sqs.create_queue(QueueName=names.retry_queue(ENV, mailbox))["QueueUrl"],
+                sqs.create_queue(QueueName=names.retry_dlq(ENV, mailbox))["QueueUrl"],
+            )
+        world.invocations = []
         world.interpreter_sleeps = []
         # The interpreter logs every unmatched IsPresent probe at ERROR level: noise here.
         monkeypatch.setattr(logging.getLogger("moto.stepfunctions.parser"), "level", logging.CRITICAL)
@@ -136,13 +191,7 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
             Code={"ZipFile": _fake_lambda_zip()},
         )["FunctionArn"]
         world.function_arn = function_arn
-        definition = build_definition(
-            env=ENV,
-            partition="aws",
-            retry_queue_url=world.retry_queue_url,
-            retry_dlq_url=world.retry_dlq_url,
-            forwarder_function=function_arn,
-        )
+        definition = world.definition()
         world.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name=names.retry_state_machine(ENV), definition=json.dumps(definition), roleArn=role
         )["stateMachineArn"]

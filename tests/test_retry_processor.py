@@ -8,15 +8,17 @@ on 127.0.0.1, and the interpreter's retry sleeps are recorded instead of slept.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import boto3
 import pytest
 
 from sesmail import names
+from sesmail.errors import MailboxRefusedError, PermanentError, TokenExpiredError
 from sesmail.events import SETUP_NOTIFICATION_ID
-from sesmail.retry_processor import build_definition
-from tests.conftest import ENV, REGION, raw_message
+from sesmail.retry_processor import UNKNOWN_MAILBOX_ERROR
+from tests.conftest import REGION, raw_message
 from tests.drain_world import DrainWorld
 from tests.fakes.google import error_body
 
@@ -149,24 +151,28 @@ def _shim_moto_start_execution_parameters(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(StateTaskServiceSfn, "_normalise_parameters", normalise)
 
 
-def test_long_backlogs_hand_over_to_a_fresh_execution(drain: DrainWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past the batch cap (kept small here) the execution publishes, starts a successor and ends."""
+@pytest.mark.parametrize("mailbox", [None, "alice"])
+def test_long_backlogs_hand_over_to_a_fresh_execution_of_the_same_mailbox(
+    drain: DrainWorld, monkeypatch: pytest.MonkeyPatch, mailbox: str | None
+) -> None:
+    """Past the batch cap (kept small here) the execution publishes, starts a successor and ends.
+
+    The successor drains the same mailbox: ``default`` for an execution started without one.
+    """
     _shim_moto_start_execution_parameters(monkeypatch)
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    capped = build_definition(
-        env=ENV,
-        partition="aws",
-        retry_queue_url=drain.retry_queue_url,
-        retry_dlq_url=drain.retry_dlq_url,
-        forwarder_function=drain.function_arn,
-        batches_per_execution=2,
-    )
+    capped = drain.definition(batches_per_execution=2)
     sfn.update_state_machine(stateMachineArn=drain.state_machine_arn, definition=json.dumps(capped))
-    drain.install_token()
+    if mailbox is None:
+        drain.install_token()
+    else:  # the real forwarder's mailbox table is its owner's to test
+        drain.stub_forwarder = _delivered
+    expected = mailbox or names.DEFAULT_MAILBOX
     for i in range(25):
-        drain.park(f"m{i:02d}")
+        drain.park(f"m{i:02d}", mailbox=expected)
+    drain.park("other", mailbox="bob" if mailbox else "alice")
 
-    first = drain.run()
+    first = drain.run({} if mailbox is None else {"mailbox": mailbox})
 
     assert first["status"] == "SUCCEEDED", (first.get("error"), first.get("cause"))
     assert json.loads(first["output"]) == {"delivered": 20, "failed": 0, "batches": 2}
@@ -177,10 +183,14 @@ def test_long_backlogs_hand_over_to_a_fresh_execution(drain: DrainWorld, monkeyp
     ]
     second = drain.wait(successor["executionArn"])
     assert second["status"] == "SUCCEEDED", second
-    assert json.loads(second["input"]) == {"continuedFrom": first["executionArn"]}
+    assert json.loads(second["input"]) == {"continuedFrom": first["executionArn"], "mailbox": expected}
     assert json.loads(second["output"]) == {"delivered": 5, "failed": 0, "batches": 1}
-    assert len(drain.google.messages) == 25
-    assert drain.queue_depth(drain.retry_queue_url) == 0
+    assert len(drain.invocations) == 25
+    assert {p["mailbox"] for p in drain.invocations} == {expected}
+    if mailbox is None:
+        assert len(drain.google.messages) == 25
+    assert drain.queue_depth(drain.queues[expected].queue_url) == 0
+    assert drain.queue_depth(drain.queues["bob" if mailbox else "alice"].queue_url) == 1
 
 
 def test_a_batch_with_nothing_delivered_counts_zero_without_a_guard(drain: DrainWorld) -> None:
@@ -242,3 +252,169 @@ def test_a_rate_limit_that_outlasts_the_retries_stops_the_drain_without_dead_let
     assert drain.queue_depth(drain.retry_dlq_url) == 0
     assert drain.interpreter_sleeps[:1] == [names.RETRY_INITIAL_BACKOFF_SECONDS]
     assert names.METRIC_RETRY_COMPLETED not in drain.metric_sums()
+
+
+# --- Mailboxes: one state machine, the input {"mailbox": NAME} picks the queue ----------------------
+
+
+def _delivered(payload: dict[str, Any]) -> dict[str, Any]:
+    """A forwarder that delivers everything (the real one's mailbox handling is tested with it)."""
+    return {"status": "delivered", "gmailMessageId": "g"}
+
+
+def _message_id(payload: dict[str, Any]) -> str:
+    message_id: str = json.loads(payload["notification"])["mail"]["messageId"]
+    return message_id
+
+
+def _visible_and_in_flight(drain: DrainWorld, url: str) -> tuple[int, int]:
+    attributes = drain.sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_an_execution_for_a_mailbox_drains_only_that_mailboxs_queue(drain: DrainWorld) -> None:
+    drain.stub_forwarder = _delivered
+    for i in range(12):
+        drain.park(f"alice-{i:02d}", mailbox="alice")
+    for i in range(3):
+        drain.park(f"default-{i}")
+        drain.park(f"bob-{i}", mailbox="bob")
+
+    result = drain.run({"mailbox": "alice"})
+
+    assert result["status"] == "SUCCEEDED", result
+    assert json.loads(result["output"]) == {"delivered": 12, "failed": 0, "batches": 2}
+    assert sorted(_message_id(p) for p in drain.invocations) == [f"alice-{i:02d}" for i in range(12)]
+    assert all(p["source"] == names.RETRY_PROCESSOR_SOURCE for p in drain.invocations)
+    assert {p["mailbox"] for p in drain.invocations} == {"alice"}
+    assert drain.queue_depth(drain.queues["alice"].queue_url) == 0
+    assert _visible_and_in_flight(drain, drain.retry_queue_url) == (3, 0)  # never received
+    assert _visible_and_in_flight(drain, drain.queues["bob"].queue_url) == (3, 0)
+
+
+def test_a_failure_goes_to_the_dlq_of_the_mailbox_it_came_from(drain: DrainWorld) -> None:
+    def forwarder(payload: dict[str, Any]) -> dict[str, Any]:
+        if _message_id(payload) == "poison":
+            raise PermanentError("NoSuchKey: gone")
+        return _delivered(payload)
+
+    drain.stub_forwarder = forwarder
+    drain.park("poison", mailbox="bob", stored=False)
+    drain.park("fine", mailbox="bob")
+
+    result = drain.run({"mailbox": "bob"})
+
+    assert result["status"] == "SUCCEEDED", result
+    assert json.loads(result["output"]) == {"delivered": 1, "failed": 1, "batches": 1}
+    [dead] = drain.drain(drain.queues["bob"].dlq_url)
+    assert json.loads(dead["Body"])["mail"]["messageId"] == "poison"
+    assert dead["MessageAttributes"]["error_type"]["StringValue"] == "PermanentError"
+    assert drain.queue_depth(drain.retry_dlq_url) == drain.queue_depth(drain.queues["alice"].dlq_url) == 0
+    assert drain.queue_depth(drain.queues["bob"].queue_url) == 0
+
+
+@pytest.mark.parametrize("execution_input", [{}, {"trigger": "token-monitor"}, {"mailbox": "default"}])
+def test_an_input_without_a_mailbox_drains_the_default_queue(
+    drain: DrainWorld, execution_input: dict[str, Any]
+) -> None:
+    """Every execution started before mailboxes existed, and the real forwarder behind it."""
+    drain.install_token()
+    drain.park("m1")
+    drain.park("m2")
+    drain.park("a1", mailbox="alice")
+
+    result = drain.run(execution_input)
+
+    assert result["status"] == "SUCCEEDED", result
+    assert json.loads(result["output"]) == {"delivered": 2, "failed": 0, "batches": 1}
+    assert sorted(m.raw for m in drain.google.messages) == sorted(raw_message(m) for m in ("m1", "m2"))
+    assert {p["mailbox"] for p in drain.invocations} == {names.DEFAULT_MAILBOX}
+    assert drain.queue_depth(drain.retry_queue_url) == 0
+    assert _visible_and_in_flight(drain, drain.queues["alice"].queue_url) == (1, 0)
+
+
+@pytest.mark.parametrize("mailbox", ["carol", "Alice", "", 7, None, ["alice"], {"name": "alice"}])
+def test_an_unknown_mailbox_fails_without_receiving_anything(drain: DrainWorld, mailbox: Any) -> None:
+    drain.stub_forwarder = _delivered
+    for name in drain.queues:
+        drain.park(f"{name}-1", mailbox=name)
+
+    result = drain.run({"mailbox": mailbox})
+
+    assert (result["status"], result["error"]) == ("FAILED", UNKNOWN_MAILBOX_ERROR)
+    assert "default, alice, bob" in result["cause"]
+    assert "nothing was received" in result["cause"]
+    assert drain.invocations == []
+    for queues in drain.queues.values():
+        assert _visible_and_in_flight(drain, queues.queue_url) == (1, 0)
+    assert drain.metric_sums() == {}
+
+
+def test_executions_for_two_mailboxes_run_side_by_side(drain: DrainWorld) -> None:
+    """Each forwarder call waits until the other mailbox's execution has called too: they overlap."""
+    called = {mailbox: threading.Event() for mailbox in ("alice", "bob")}
+    overlapped: list[bool] = []
+
+    def forwarder(payload: dict[str, Any]) -> dict[str, Any]:
+        mailbox = payload["mailbox"]
+        assert _message_id(payload).startswith(f"{mailbox}-")
+        called[mailbox].set()
+        other = "bob" if mailbox == "alice" else "alice"
+        overlapped.append(called[other].wait(timeout=30))
+        return _delivered(payload)
+
+    drain.stub_forwarder = forwarder
+    for i in range(15):
+        drain.park(f"alice-{i:02d}", mailbox="alice")
+        drain.park(f"bob-{i:02d}", mailbox="bob")
+
+    alice, bob = drain.start({"mailbox": "alice"}), drain.start({"mailbox": "bob"})
+    results = [drain.wait(alice), drain.wait(bob)]
+
+    for result in results:
+        assert result["status"] == "SUCCEEDED", result
+        assert json.loads(result["output"]) == {"delivered": 15, "failed": 0, "batches": 2}
+    assert overlapped and all(overlapped)
+    assert sorted(_message_id(p) for p in drain.invocations if p["mailbox"] == "alice") == [
+        f"alice-{i:02d}" for i in range(15)
+    ]
+    assert sorted(_message_id(p) for p in drain.invocations if p["mailbox"] == "bob") == [
+        f"bob-{i:02d}" for i in range(15)
+    ]
+    for mailbox in ("alice", "bob"):
+        assert drain.queue_depth(drain.queues[mailbox].queue_url) == 0
+        assert drain.queue_depth(drain.queues[mailbox].dlq_url) == 0
+    assert drain.metric_sums()[names.METRIC_RETRY_DELIVERED] == 30
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (
+            TokenExpiredError("invalid_grant"),
+            "refresh token of mailbox alice is still expired or revoked; nothing was deleted. "
+            f"Renew it with: {names.refresh_command('test', 'alice')}",
+        ),
+        (MailboxRefusedError("accessNotConfigured"), "Gmail refuses mailbox alice or our setup"),
+    ],
+)
+def test_a_stop_names_the_mailbox_and_leaves_only_its_queue_touched(
+    drain: DrainWorld, error: Exception, cause: str
+) -> None:
+    def forwarder(payload: dict[str, Any]) -> dict[str, Any]:
+        raise error
+
+    drain.stub_forwarder = forwarder
+    for i in range(3):
+        drain.park(f"alice-{i}", mailbox="alice")
+    drain.park("default-1")
+
+    result = drain.run({"mailbox": "alice"})
+
+    assert (result["status"], result["error"]) == ("FAILED", type(error).__name__)
+    assert cause in result["cause"]
+    assert drain.queue_depth(drain.queues["alice"].queue_url) == 3
+    assert drain.queue_depth(drain.queues["alice"].dlq_url) == 0
+    assert _visible_and_in_flight(drain, drain.retry_queue_url) == (1, 0)

@@ -1,8 +1,9 @@
-"""The retry processor: the Step Functions state machine that drains the retry queue.
+"""The retry processor: the Step Functions state machine that drains a mailbox's retry queue.
 
 Its definition is :func:`sesmail.retry_processor.build_definition` (pure Python, executed by
-the tests in moto's interpreter); this component deploys exactly that document with a role
-that can touch only the retry queue, the retry DLQ, the forwarder and our metric namespace.
+the tests in moto's interpreter) over every mailbox's queues; an execution's input
+``{"mailbox": NAME}`` picks one. This component deploys exactly that document with a role that
+can touch only the mailboxes' retry queues and retry DLQs, the forwarder and our metric namespace.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sesmail.infra import policies
 from sesmail.infra.context import AwsContext
 from sesmail.infra.forwarder import Forwarder
 from sesmail.infra.retry import Retry
-from sesmail.retry_processor import build_definition
+from sesmail.retry_processor import MailboxQueues, build_definition
 
 
 class RetryProcessor(pulumi.ComponentResource):
@@ -64,8 +65,8 @@ class RetryProcessor(pulumi.ComponentResource):
             name="least-privilege",
             role=self.role.name,
             policy=pulumi.Output.all(
-                retry_queue_arn=retry.queue.arn,
-                retry_dlq_arn=retry.dlq.arn,
+                retry_queue_arns=pulumi.Output.all(*(pair.queue.arn for pair in retry.queues.values())),
+                retry_dlq_arns=pulumi.Output.all(*(pair.dlq.arn for pair in retry.queues.values())),
                 forwarder_function_arn=forwarder.function.arn,
             ).apply(
                 lambda arns: json.dumps(
@@ -76,14 +77,23 @@ class RetryProcessor(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        definition = pulumi.Output.all(retry.queue.url, retry.dlq.url, forwarder.function.arn).apply(
+        mailboxes = list(retry.queues)
+        definition = pulumi.Output.all(
+            queue_urls=pulumi.Output.all(*(retry.queues[m].queue.url for m in mailboxes)),
+            dlq_urls=pulumi.Output.all(*(retry.queues[m].dlq.url for m in mailboxes)),
+            forwarder_function=forwarder.function.arn,
+        ).apply(
             lambda values: json.dumps(
                 build_definition(
                     env=env,
                     partition=aws_context.partition,
-                    retry_queue_url=values[0],
-                    retry_dlq_url=values[1],
-                    forwarder_function=values[2],
+                    mailboxes=[
+                        MailboxQueues(mailbox, queue_url, dlq_url)
+                        for mailbox, queue_url, dlq_url in zip(
+                            mailboxes, values["queue_urls"], values["dlq_urls"], strict=True
+                        )
+                    ],
+                    forwarder_function=values["forwarder_function"],
                 )
             )
         )

@@ -15,6 +15,7 @@ from datetime import datetime
 import pytest
 
 from sesmail import names
+from sesmail.retry_processor import target_state
 from tests.e2e.edges import Arrival, header, mailbox
 from tests.e2e.system import ENV, System, assert_no_secret_anywhere, emf_counts, events, log_records
 
@@ -45,7 +46,8 @@ def test_stack_outputs_are_moto_s_own_urls_and_arns(system: System) -> None:
 
     machine = system.client("stepfunctions").describe_state_machine(stateMachineArn=outputs["stateMachineArn"])
     definition = json.loads(machine["definition"])
-    assert definition["States"]["Receive"]["Parameters"]["QueueUrl"] == outputs["retryQueueUrl"]
+    target = definition["States"][target_state(names.DEFAULT_MAILBOX)]["Result"]  # what {"mailbox": "default"} drains
+    assert (target["queueUrl"], target["dlqUrl"]) == (outputs["retryQueueUrl"], outputs["retryDlqUrl"])
     forwarder = system.client("lambda").get_function(FunctionName=outputs["forwarderFunctionName"])["Configuration"]
     deliver = definition["States"]["DeliverBatch"]["ItemProcessor"]["States"]["Deliver"]
     assert deliver["Parameters"]["FunctionName"] == forwarder["FunctionArn"]

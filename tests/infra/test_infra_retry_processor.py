@@ -1,13 +1,21 @@
-"""The retry processor as deployed: the exact tested definition, a least-privilege role, logs, tracing."""
+"""The retry processor as deployed: the exact tested definition, a least-privilege role, logs, tracing.
+
+The example stack has one mailbox; ``run_with_mailboxes`` renders a stack with three (one state
+machine for all of them, its role on exactly their queues).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from sesmail import names
-from sesmail.retry_processor import build_definition
+from sesmail.retry_processor import MailboxQueues, build_definition
 from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun
+from tests.infra.mailbox_stacks import THREE_MAILBOXES, THREE_WITHOUT_DEFAULT, run_with_mailboxes
 from tests.infra.policy_doc import allows, as_list, grants, queue_arn, statements
 
 ENV = STACK
@@ -23,18 +31,58 @@ def _policy(run: ProgramRun) -> dict[str, Any]:
     return document
 
 
+def _queues(mailbox: str) -> MailboxQueues:
+    return MailboxQueues(
+        mailbox,
+        f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{names.retry_queue(ENV, mailbox)}",
+        f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{names.retry_dlq(ENV, mailbox)}",
+    )
+
+
 def test_deploys_exactly_the_definition_the_tests_execute(example_run: ProgramRun) -> None:
     machine = example_run.one(MACHINE, name=names.retry_state_machine(ENV))
     expected = build_definition(
         env=ENV,
         partition=PARTITION,
-        retry_queue_url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{names.retry_queue(ENV)}",
-        retry_dlq_url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{names.retry_dlq(ENV)}",
+        mailboxes=[_queues(names.DEFAULT_MAILBOX)],
         forwarder_function=FORWARDER_ARN,
     )
     assert json.loads(machine.inputs["definition"]) == expected
     assert machine.inputs["type"] == "STANDARD"
     assert example_run.outputs["stateMachineArn"] == MACHINE_ARN
+
+
+@pytest.mark.parametrize("mailboxes", [THREE_MAILBOXES, THREE_WITHOUT_DEFAULT], ids=["with-default", "no-default"])
+def test_one_state_machine_serves_every_mailbox(mailboxes: Sequence[str]) -> None:
+    run = run_with_mailboxes(mailboxes)
+    [machine] = run.of_type(MACHINE)
+    assert machine.inputs["name"] == names.retry_state_machine(ENV)
+    expected = build_definition(
+        env=ENV,
+        partition=PARTITION,
+        mailboxes=[_queues(m) for m in mailboxes],
+        forwarder_function=FORWARDER_ARN,
+    )
+    assert json.loads(machine.inputs["definition"]) == expected
+
+
+@pytest.mark.parametrize("mailboxes", [THREE_MAILBOXES, THREE_WITHOUT_DEFAULT], ids=["with-default", "no-default"])
+def test_role_drains_exactly_every_mailboxs_retry_queue_and_writes_exactly_their_dlqs(
+    mailboxes: Sequence[str],
+) -> None:
+    policy = _policy(run_with_mailboxes(mailboxes))
+    retry_queues = sorted(queue_arn(names.retry_queue(ENV, m)) for m in mailboxes)
+    retry_dlqs = sorted(queue_arn(names.retry_dlq(ENV, m)) for m in mailboxes)
+    assert sorted(grants(policy, "sqs:ReceiveMessage")) == retry_queues
+    assert sorted(grants(policy, "sqs:DeleteMessage")) == retry_queues
+    assert sorted(grants(policy, "sqs:SendMessage")) == retry_dlqs
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", "sqs:PurgeQueue"):
+        assert not allows(policy, action, queue_arn(names.retry_queue(ENV, "mallory")))
+        assert not allows(policy, action, queue_arn(names.retry_dlq(ENV, "mallory")))
+    sqs_resources = [
+        r for s in statements(policy) for r in as_list(s["Resource"]) if r.startswith(f"arn:{PARTITION}:sqs:")
+    ]
+    assert sqs_resources and not any("*" in r for r in sqs_resources)  # none reaches a mailbox not configured
 
 
 def test_logs_errors_without_execution_data_and_traces(example_run: ProgramRun) -> None:

@@ -7,10 +7,12 @@ Two layers:
   a Choice rule's ``Variable`` is a Reference Path);
 - :func:`problems`: AWS's documented rules the validator leaves out, as they apply to the
   definitions this project builds: intrinsic functions (known names, arity, at most 10 nested,
-  only in payload-template fields, reserved characters escaped, ``States.Format`` placeholders),
-  Retry/Catch (``States.ALL`` alone and last; interval, backoff and delay bounds), and the
-  parameters of every AWS SDK / optimised integration, checked against botocore's own model of
-  that API (so a misspelt ``MaxNumberOfMesages`` fails here, not in the first real execution).
+  only in payload-template fields, reserved characters escaped, ``States.Format`` placeholders;
+  a Fail state's ``ErrorPath``/``CausePath`` only with the string functions AWS allows there),
+  state names of at most 80 characters, Retry/Catch (``States.ALL`` alone and last; interval,
+  backoff and delay bounds), and the parameters of every AWS SDK / optimised integration,
+  checked against botocore's own model of that API (so a misspelt ``MaxNumberOfMesages`` fails
+  here, not in the first real execution).
 """
 
 from __future__ import annotations
@@ -56,6 +58,21 @@ MAX_NESTING = 10
 #: Fields whose payload templates may hold ``"key.$"`` paths and intrinsic functions.
 TEMPLATE_FIELDS = ("Parameters", "ResultSelector", "ItemSelector")
 _NESTED_MACHINES = ("ItemProcessor", "Iterator", "Branches")
+#: A Fail state's ``ErrorPath``/``CausePath``: a Reference Path or one of these (they return a string).
+FAIL_PATH_FIELDS = ("ErrorPath", "CausePath")
+FAIL_PATH_INTRINSICS = frozenset(
+    {
+        "States.Format",
+        "States.JsonToString",
+        "States.ArrayGetItem",
+        "States.Base64Encode",
+        "States.Base64Decode",
+        "States.Hash",
+        "States.UUID",
+    }
+)
+#: "Names of states ... must be 80 Unicode characters or fewer" (the ASL specification).
+MAX_STATE_NAME_LENGTH = 80
 #: Retrier bounds (ASL spec and the Step Functions developer guide).
 MAX_DELAY_SECONDS = 31_622_400
 MAX_TIMEOUT_SECONDS = 31_622_400
@@ -198,7 +215,10 @@ def problems(definition: dict[str, Any], *, partition: str) -> list[str]:
     if definition.get("TimeoutSeconds", 1) > MAX_TIMEOUT_SECONDS:
         found.append("TimeoutSeconds exceeds a year")
     for name, state in states(definition):
+        if len(name) > MAX_STATE_NAME_LENGTH:
+            found.append(f"{name}: a state name has at most {MAX_STATE_NAME_LENGTH} characters, this one {len(name)}")
         found.extend(f"{name}: {p}" for p in _template_problems(state))
+        found.extend(f"{name}: {p}" for p in _fail_path_problems(state))
         found.extend(f"{name}: {p}" for p in _retrier_problems(state))
         if state.get("Type") == "Task":
             found.extend(f"{name}: {p}" for p in _integration_problems(state, partition))
@@ -223,6 +243,32 @@ def _template_problems(state: dict[str, Any]) -> list[str]:
                     found.append(f"{field_name}.{key}: {exc}")
             elif not text.startswith("$"):
                 found.append(f"{field_name}.{key}: {text!r} is neither a path nor an intrinsic function")
+    return found
+
+
+def _fail_path_problems(state: dict[str, Any]) -> list[str]:
+    found = []
+    for field_name in FAIL_PATH_FIELDS:
+        if field_name not in state:
+            continue
+        text = state[field_name]
+        if state.get("Type") != "Fail":
+            found.append(f"{field_name}: only a Fail state has one")
+        elif field_name.removesuffix("Path") in state:
+            found.append(f"{field_name}: a Fail state has {field_name.removesuffix('Path')} or {field_name}, not both")
+        elif not isinstance(text, str):
+            found.append(f"{field_name}: needs a string")
+        elif text.startswith("States."):
+            try:
+                call = parse_intrinsic(text)
+            except IntrinsicSyntaxError as exc:
+                found.append(f"{field_name}: {exc}")
+                continue
+            if call.name not in FAIL_PATH_INTRINSICS:
+                found.append(f"{field_name}: {call.name} is not allowed there (only {sorted(FAIL_PATH_INTRINSICS)})")
+            found.extend(f"{field_name}: {p}" for p in call_problems(call))
+        elif not text.startswith("$"):
+            found.append(f"{field_name}: {text!r} is neither a path nor an intrinsic function")
     return found
 
 

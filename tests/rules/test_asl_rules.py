@@ -2,26 +2,49 @@
 
 moto's interpreter ran a definition that ``CreateStateMachine`` refuses (a filter expression in a
 Choice rule's ``Variable``), so the drain tests alone prove nothing about deployability. These
-tests take the definition from the rendered Pulumi graph, exactly as it would be sent to AWS.
+tests take the definition from the rendered Pulumi graph, exactly as it would be sent to AWS:
+the example stack's (one mailbox) and stacks with three mailboxes (with and without ``default``),
+since one state machine serves every mailbox of a deployment.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.infra.harness import PARTITION, run_program
+from sesmail import names
+from sesmail.retry_processor import MailboxQueues, build_definition
+from tests.infra.harness import PARTITION, ProgramRun, run_program
+from tests.infra.mailbox_stacks import THREE_MAILBOXES, THREE_WITHOUT_DEFAULT, run_with_mailboxes
 from tests.rules import asl
 
+_GRAPHS: dict[str, Callable[[], ProgramRun]] = {
+    "example-stack": run_program,
+    "three-mailboxes": lambda: run_with_mailboxes(THREE_MAILBOXES),
+    "three-without-default": lambda: run_with_mailboxes(THREE_WITHOUT_DEFAULT),
+}
 
-@pytest.fixture(scope="module")
-def deployed() -> dict[str, Any]:
-    machine = run_program().one("aws:sfn/stateMachine:StateMachine")
+
+@pytest.fixture(scope="module", params=list(_GRAPHS))
+def deployed(request: pytest.FixtureRequest) -> dict[str, Any]:
+    run = _GRAPHS[request.param]()
+    machine = run.one("aws:sfn/stateMachine:StateMachine")
     definition: dict[str, Any] = json.loads(machine.inputs["definition"])
     return definition
+
+
+def test_the_graphs_hold_one_and_three_mailboxes(deployed: dict[str, Any]) -> None:
+    targets = [name for name, _ in asl.states(deployed) if name.startswith("Target-")]
+    assert len(targets) in (1, 3)
+    rules = deployed["States"]["SelectMailbox"]["Choices"]
+    assert [r["StringEquals"] for r in rules if "StringEquals" in r] == [t.removeprefix("Target-") for t in targets]
+    assert all(r.get("Variable", r.get("Not", {}).get("Variable")) == "$.mailbox" for r in rules)
+    absent = rules[0]["Next"]
+    assert absent == ("Target-default" if "Target-default" in targets else "UnknownMailbox")
 
 
 def test_the_deployed_definition_passes_asl_validator(deployed: dict[str, Any]) -> None:
@@ -54,6 +77,25 @@ def test_every_integration_is_checked_against_botocore(deployed: dict[str, Any])
         f"arn:{PARTITION}:states:::lambda:invoke",
         f"arn:{PARTITION}:states:::states:startExecution",
     }
+
+
+def test_asl_validator_refuses_a_wildcard_in_the_mailbox_choice(deployed: dict[str, Any]) -> None:
+    broken = copy.deepcopy(deployed)
+    broken["States"]["SelectMailbox"]["Choices"][-1]["Variable"] = "$.mailboxes[*]"
+    valid, output = asl.asl_validator(broken)
+    assert not valid
+    assert "asl_ref_path" in output
+
+
+def test_the_longest_names_keep_state_names_short_and_the_rules_green() -> None:
+    definition = build_definition(
+        env="e" * names.MAX_ENV_LENGTH,
+        partition=PARTITION,
+        mailboxes=[MailboxQueues("m" * names.MAX_MAILBOX_LENGTH, "q", "d"), MailboxQueues("0-0", "q0", "d0")],
+        forwarder_function="f",
+    )
+    assert asl.problems(definition, partition=PARTITION) == []
+    assert max(len(name) for name, _ in asl.states(definition)) <= asl.MAX_STATE_NAME_LENGTH
 
 
 def _mutated(deployed: dict[str, Any], state: str, change: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +137,11 @@ def _mutated(deployed: dict[str, Any], state: str, change: dict[str, Any]) -> di
             "States.ALL must be alone",
         ),
         ("Receive", {"Retry": [{"ErrorEquals": ["X"], "BackoffRate": 0.5}]}, "BackoffRate must be at least 1.0"),
+        ("TokenDead", {"CausePath": "States.MathAdd($.a, 1)"}, "States.MathAdd is not allowed there"),
+        ("TokenDead", {"CausePath": "States.Format('{} and {}', $.a)"}, "2 placeholders and 1 values"),
+        ("TokenDead", {"CausePath": "totals"}, "neither a path nor an intrinsic function"),
+        ("TokenDead", {"Cause": "static"}, "has Cause or CausePath, not both"),
+        ("Init", {"CausePath": "$.a"}, "only a Fail state has one"),
     ],
 )
 def test_the_rules_catch_what_aws_refuses(

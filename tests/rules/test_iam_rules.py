@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.infra.harness import ProgramRun, run_program, unsecret
+from tests.infra.mailbox_stacks import THREE_MAILBOXES, run_with_mailboxes
 from tests.rules.iam_rules import Finding, check_policy, format_findings, policy_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,14 @@ def test_the_key_policy_needs_its_star_exception_and_nothing_else_does(graph: Pr
             assert findings and {f.resource for f in findings} == {"*"}, label
         else:
             assert not findings, format_findings(findings)
+
+
+def test_every_policy_of_a_stack_with_several_mailboxes_passes_the_iam_rules() -> None:
+    """The example stack has one mailbox; with three, statements list one ARN per mailbox."""
+    findings: list[Finding] = []
+    for type_, label, document in graph_policies(run_with_mailboxes(THREE_MAILBOXES)):
+        findings += check_policy(document, policy=label, star_means_this_resource=STAR_MEANS_THIS_RESOURCE.get(type_))
+    assert not findings, format_findings(findings)
 
 
 # --- the check catches what AWS refuses or ignores -----------------------------------------------
