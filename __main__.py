@@ -46,8 +46,9 @@ alerts = Alerts(
     aws_context=aws_context,
     tags=tags,
 )
-tokens = Tokens("tokens", env=env, tags=tags)
-retry = Retry("retry", env=env, tags=tags)
+mailboxes = config.mailboxes
+tokens = Tokens("tokens", env=env, tags=tags, mailboxes=mailboxes.names, table=mailboxes)
+retry = Retry("retry", env=env, tags=tags, mailboxes=mailboxes.names)
 intake = MailIntake("mail-intake", config=config, aws_context=aws_context, topic_key=topic_key, tags=tags)
 forwarder = Forwarder(
     "forwarder",
@@ -55,6 +56,7 @@ forwarder = Forwarder(
     extra_labels=config.extra_labels,
     auth_failures=config.auth_failures,
     tokens=tokens,
+    mailboxes=mailboxes,
     intake=intake,
     retry=retry,
     tags=tags,
@@ -62,7 +64,9 @@ forwarder = Forwarder(
 retry_processor = RetryProcessor(
     "retry-processor", env=env, retry=retry, forwarder=forwarder, aws_context=aws_context, tags=tags
 )
-token_monitor = TokenMonitor("token-monitor", env=env, tokens=tokens, retry=retry, aws_context=aws_context, tags=tags)
+token_monitor = TokenMonitor(
+    "token-monitor", env=env, tokens=tokens, retry=retry, mailboxes=mailboxes, aws_context=aws_context, tags=tags
+)
 monitoring = Monitoring(
     "monitoring",
     env=env,
@@ -80,6 +84,7 @@ monitoring = Monitoring(
         retry_dlq=retry.dlq.name,
         state_machine_arn=retry_processor.state_machine.arn,
     ),
+    mailboxes=mailboxes.names,
     tags=tags,
 )
 
@@ -95,3 +100,15 @@ pulumi.export("clientCredentialsParameter", tokens.client_credentials.name)
 pulumi.export("refreshTokenParameter", tokens.refresh_token.name)
 pulumi.export("mxRecord", names.mx_record(aws_context.region))
 pulumi.export("dnsRecords", intake.dns_records)
+pulumi.export(
+    "mailboxes",
+    {
+        mailbox.name: {
+            "recipients": list(mailbox.recipients or config.receipt_recipients),
+            "gmailAddress": mailbox.gmail_address,
+            "tokenParameter": tokens.refresh_tokens[mailbox.name].name,
+            "retryQueueUrl": retry.queues[mailbox.name].queue.url,
+        }
+        for mailbox in mailboxes.mailboxes
+    },
+)

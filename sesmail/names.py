@@ -568,11 +568,13 @@ AUDIT_LOG_RETENTION_DAYS = 365
 # --- Token monitor Lambda, alarms, dashboard, saved Logs Insights queries (observability) -------
 
 TOKEN_MONITOR_HANDLER = "handlers.token_monitor.handler"
-#: One SSM read and one PutMetricData call, then (only while mail is parked) three AWS calls, one
-#: SSM read and one mint at Google's token endpoint (``tokens.TOKEN_TIMEOUT_SECONDS``, 10 s per
-#: connect or read, twice when the token changed under it): seconds normally, under a minute when
-#: Google hangs. A run cut short after publishing still reports a Lambda error (its alarm).
-TOKEN_MONITOR_TIMEOUT_SECONDS = 60
+#: One SSM read per mailbox and one PutMetricData call, then, for each mailbox whose queue holds
+#: mail, a few AWS calls, one SSM read and one mint at Google's token endpoint
+#: (``tokens.TOKEN_TIMEOUT_SECONDS``, 10 s per connect or read, twice when the token changed under
+#: it): seconds normally; when Google hangs, up to ~40 s a mailbox, one mailbox after another. Two
+#: minutes cover a hang with a few mailboxes parked at once; a run cut short after publishing
+#: still reports a Lambda error (its alarm), and the next run, 15 minutes later, tries again.
+TOKEN_MONITOR_TIMEOUT_SECONDS = 120
 TOKEN_MONITOR_MEMORY_MB = 128
 TOKEN_MONITOR_LOG_RETENTION_DAYS = 30
 #: Every 15 minutes: the token alarms' period is an hour, so one late or missed run never

@@ -17,7 +17,7 @@ Missing data is chosen per alarm (``treat_missing_data``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -47,24 +47,67 @@ class AlarmSpec(Generic[V]):
     threshold: float
     comparison_operator: str
     treat_missing_data: str
-    dimensions: Mapping[str, V] = field(default_factory=dict)
+    #: Values are the watched resources' (Outputs in the graph) or names for per-mailbox queues.
+    dimensions: Mapping[str, V | str] = field(default_factory=dict)
     evaluation_periods: int = 1
     datapoints_to_alarm: int = 1
 
 
-def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
-    """The alarms of DESIGN.md "Observability", in the order the runbook lists them."""
+def alarm_specs(
+    env: str, watched: Watched[V], mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,)
+) -> list[AlarmSpec[V]]:
+    """The alarms of DESIGN.md "Observability", in the order the runbook lists them.
+
+    Token, retry-queue, retry-DLQ and mailbox-refused alarms exist once per mailbox (named with
+    ``-{mailbox}`` except for ``default``); ``watched.retry_queue``/``retry_dlq`` are the primary
+    mailbox's queues, the others' are named by :mod:`sesmail.names`.
+    """
+    primary = names.DEFAULT_MAILBOX if names.DEFAULT_MAILBOX in mailboxes else mailboxes[0]
+    per_mailbox = {m: _mailbox_alarms(env, watched, m, primary=m == primary) for m in mailboxes}
+    shared = _shared_alarms(env, watched)
+    token = [spec for m in mailboxes for spec in per_mailbox[m][:3]]
+    queues = [spec for m in mailboxes for spec in per_mailbox[m][3:5]]
+    retry_dlqs = [spec for m in mailboxes for spec in per_mailbox[m][5:6]]
+    refused = [spec for m in mailboxes for spec in per_mailbox[m][6:]]
+    # shared: monitor errors, monitor function errors, inbound DLQ, forwarder errors, processor failed/timed out
+    return [*token, *shared[:2], *queues, shared[2], *retry_dlqs, shared[3], *refused, *shared[4:]]
+
+
+def _count(
+    key: str, name: str, ns: str, metric: str, dimensions: Mapping[str, V | str], threshold: float, text: str
+) -> AlarmSpec[V]:
+    return AlarmSpec(
+        key=key,
+        name=name,
+        description=text,
+        namespace=ns,
+        metric_name=metric,
+        statistic="Maximum" if ns == names.AWS_SQS_NAMESPACE else "Sum",
+        period=names.ALARM_PERIOD_SECONDS,
+        threshold=threshold,
+        comparison_operator=GREATER_OR_EQUAL,
+        treat_missing_data=NOT_BREACHING,
+        dimensions=dimensions,
+    )
+
+
+def _mailbox_alarms(env: str, watched: Watched[V], mailbox: str, *, primary: bool) -> list[AlarmSpec[V]]:
+    """Token expiring/critical/expired, retry queue depth/age, retry DLQ, mailbox refused: one mailbox's."""
     namespace = names.metric_namespace(env)
-    refresh = names.refresh_command(env)
-    token_events = names.log_query(env, names.LOG_QUERY_TOKEN_EVENTS)
+    refresh = names.refresh_command(env, mailbox)
     failures = names.log_query(env, names.LOG_QUERY_FAILURES_BY_CLASS)
-    story = names.log_query(env, names.LOG_QUERY_MESSAGE_STORY)
     retention_days = names.RETRY_QUEUE_RETENTION_SECONDS // 86400
     age_hours = names.RETRY_QUEUE_AGE_ALARM_SECONDS // 3600
+    key = "" if mailbox == names.DEFAULT_MAILBOX else f"-{mailbox}"
+    of = env if mailbox == names.DEFAULT_MAILBOX else f"mailbox {mailbox} of {env}"
+    by_mailbox: dict[str, V | str] = {names.MAILBOX_DIMENSION: mailbox}
+    retry_queue: V | str = watched.retry_queue if primary else names.retry_queue(env, mailbox)
+    retry_dlq: V | str = watched.retry_dlq if primary else names.retry_dlq(env, mailbox)
+    queue = names.SQS_QUEUE_DIMENSION
 
-    def token(key: str, name: str, threshold: float, operator: str, missing: str, text: str) -> AlarmSpec[V]:
+    def token(alarm: str, name: str, threshold: float, operator: str, missing: str, text: str) -> AlarmSpec[V]:
         return AlarmSpec(
-            key=key,
+            key=f"{alarm}{key}",
             name=name,
             description=text,
             namespace=namespace,
@@ -74,67 +117,106 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             threshold=threshold,
             comparison_operator=operator,
             treat_missing_data=missing,
+            dimensions=by_mailbox,
         )
 
-    def count(
-        key: str, name: str, ns: str, metric: str, dimensions: Mapping[str, V], threshold: float, text: str
-    ) -> AlarmSpec[V]:
-        return AlarmSpec(
-            key=key,
-            name=name,
-            description=text,
-            namespace=ns,
-            metric_name=metric,
-            statistic="Maximum" if ns == names.AWS_SQS_NAMESPACE else "Sum",
-            period=names.ALARM_PERIOD_SECONDS,
-            threshold=threshold,
-            comparison_operator=GREATER_OR_EQUAL,
-            treat_missing_data=NOT_BREACHING,
-            dimensions=dimensions,
-        )
-
-    queue = names.SQS_QUEUE_DIMENSION
-    function = names.LAMBDA_FUNCTION_DIMENSION
-    machine = names.STATES_STATE_MACHINE_DIMENSION
     return [
         token(
             "token-expiring",
-            names.token_expiring_alarm(env),
+            names.token_expiring_alarm(env, mailbox),
             names.TOKEN_EXPIRING_HOURS,
             LESS,
             BREACHING,
-            f"The Gmail refresh token of {env} has less than {names.TOKEN_EXPIRING_HOURS} h left, or the token "
+            f"The Gmail refresh token of {of} has less than {names.TOKEN_EXPIRING_HOURS} h left, or the token "
             "monitor published nothing for an hour (missing data counts as breaching). Mail still arrives; once the "
             f"token dies it waits in the retry queue. First step: run `{refresh}` (renews the token, clears this "
             "alarm within the hour, delivers whatever queued up).",
         ),
         token(
             "token-critical",
-            names.token_critical_alarm(env),
+            names.token_critical_alarm(env, mailbox),
             names.TOKEN_CRITICAL_HOURS,
             LESS,
             IGNORE,
-            f"The Gmail refresh token of {env} has less than {names.TOKEN_CRITICAL_HOURS} h left. First step: run "
+            f"The Gmail refresh token of {of} has less than {names.TOKEN_CRITICAL_HOURS} h left. First step: run "
             f"`{refresh}` now.",
         ),
         token(
             "token-expired",
-            names.token_expired_alarm(env),
+            names.token_expired_alarm(env, mailbox),
             names.TOKEN_EXPIRED_HOURS,
             LESS_OR_EQUAL,
             IGNORE,
-            f"The Gmail refresh token of {env} is dead or not configured (<= {names.TOKEN_EXPIRED_HOURS} h): new "
+            f"The Gmail refresh token of {of} is dead or not configured (<= {names.TOKEN_EXPIRED_HOURS} h): new "
             f"mail is parked in the retry queue, none is lost. First step: run `{refresh}`; it renews the token and "
             "starts the retry processor, which delivers the backlog.",
         ),
+        _count(
+            f"retry-queue-depth{key}",
+            names.retry_queue_depth_alarm(env, mailbox),
+            names.AWS_SQS_NAMESPACE,
+            names.SQS_MESSAGES_VISIBLE,
+            {queue: retry_queue},
+            names.RETRY_QUEUE_DEPTH_ALARM_THRESHOLD,
+            f"Mail of {of} is waiting in the retry queue, normally because the Gmail token is dead; it is kept "
+            f"{retention_days} days. First step: check the token alarms and run `{refresh}` (it starts the retry "
+            "processor). If the token is fine, start the retry processor alone.",
+        ),
+        _count(
+            f"retry-queue-age{key}",
+            names.retry_queue_age_alarm(env, mailbox),
+            names.AWS_SQS_NAMESPACE,
+            names.SQS_OLDEST_MESSAGE_AGE,
+            {queue: retry_queue},
+            names.RETRY_QUEUE_AGE_ALARM_SECONDS,
+            f"The oldest message in the retry queue of {of} has waited over {age_hours} h; SQS deletes it after "
+            f"{retention_days} days. First step: run `{refresh}`; if the retry processor then fails, see its alarm.",
+        ),
+        _count(
+            f"retry-dlq-depth{key}",
+            names.retry_dlq_alarm(env, mailbox),
+            names.AWS_SQS_NAMESPACE,
+            names.SQS_MESSAGES_VISIBLE,
+            {queue: retry_dlq},
+            names.DLQ_DEPTH_ALARM_THRESHOLD,
+            f"Mail of {of} is in the retry DLQ: the retry processor found it undeliverable, or it stayed in the "
+            f"retry queue for {names.RETRY_QUEUE_MAX_RECEIVE_COUNT} processor runs. First step: read the messages' "
+            "`error` attribute, fix the cause, redrive to the retry queue and start the retry processor.",
+        ),
+        _count(
+            f"mailbox-refused{key}",
+            names.mailbox_refused_alarm(env, mailbox),
+            namespace,
+            names.METRIC_MAILBOX_REFUSED,
+            by_mailbox,
+            names.ERROR_COUNT_ALARM_THRESHOLD,
+            f"Gmail refuses the mailbox or our setup for {of}, not a message and not the token: the Gmail API is "
+            "disabled, a domain policy or the account forbids it, a configured label does not exist, the OAuth "
+            "client was refused, or the API URL is wrong. Mail waits in the retry queue. First step: run the saved "
+            f"query {failures} for the reason, fix it, then start the retry processor (or wait for the monitor).",
+        ),
+    ]
+
+
+def _shared_alarms(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
+    """The alarms of things every mailbox shares: the monitor, the inbound DLQ, the forwarder, the processor."""
+    namespace = names.metric_namespace(env)
+    refresh = names.refresh_command(env)
+    token_events = names.log_query(env, names.LOG_QUERY_TOKEN_EVENTS)
+    failures = names.log_query(env, names.LOG_QUERY_FAILURES_BY_CLASS)
+    story = names.log_query(env, names.LOG_QUERY_MESSAGE_STORY)
+    queue = names.SQS_QUEUE_DIMENSION
+    function = names.LAMBDA_FUNCTION_DIMENSION
+    machine = names.STATES_STATE_MACHINE_DIMENSION
+    return [
         AlarmSpec(
             key="token-monitor-errors",
             name=names.token_monitor_errors_alarm(env),
             description=(
-                f"The token monitor of {env} could not tell the token's expiry: the expiry parameter is missing, "
-                "a placeholder or unreadable (then it also published 0 hours), or SSM could not be read. First "
-                f"step: run the saved query {token_events} (event {names.EVENT_TOKEN_MONITOR_ERROR} has the "
-                f"reason); usually `{refresh}` fixes it."
+                f"The token monitor of {env} could not tell a token's expiry: an expiry parameter is missing, "
+                "a placeholder or unreadable (then it also published 0 hours for that mailbox), or SSM could not be "
+                f"read. First step: run the saved query {token_events} (event {names.EVENT_TOKEN_MONITOR_ERROR} has "
+                f"the reason and the mailbox); usually `{refresh}` (with `--mailbox NAME`) fixes it."
             ),
             namespace=namespace,
             metric_name=names.METRIC_TOKEN_MONITORING_ERRORS,
@@ -144,7 +226,7 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             comparison_operator=GREATER_OR_EQUAL,
             treat_missing_data=IGNORE,
         ),
-        count(
+        _count(
             "token-monitor-function-errors",
             names.token_monitor_function_errors_alarm(env),
             names.AWS_LAMBDA_NAMESPACE,
@@ -155,28 +237,7 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             "may stop; the expiring alarm then fires from missing data. First step: read the newest log lines of "
             f"{names.lambda_log_group(names.token_monitor_function(env))}.",
         ),
-        count(
-            "retry-queue-depth",
-            names.retry_queue_depth_alarm(env),
-            names.AWS_SQS_NAMESPACE,
-            names.SQS_MESSAGES_VISIBLE,
-            {queue: watched.retry_queue},
-            names.RETRY_QUEUE_DEPTH_ALARM_THRESHOLD,
-            f"Mail of {env} is waiting in the retry queue, normally because the Gmail token is dead; it is kept "
-            f"{retention_days} days. First step: check the token alarms and run `{refresh}` (it starts the retry "
-            "processor). If the token is fine, start the retry processor alone.",
-        ),
-        count(
-            "retry-queue-age",
-            names.retry_queue_age_alarm(env),
-            names.AWS_SQS_NAMESPACE,
-            names.SQS_OLDEST_MESSAGE_AGE,
-            {queue: watched.retry_queue},
-            names.RETRY_QUEUE_AGE_ALARM_SECONDS,
-            f"The oldest message in the retry queue of {env} has waited over {age_hours} h; SQS deletes it after "
-            f"{retention_days} days. First step: run `{refresh}`; if the retry processor then fails, see its alarm.",
-        ),
-        count(
+        _count(
             "inbound-dlq-depth",
             names.inbound_dlq_alarm(env),
             names.AWS_SQS_NAMESPACE,
@@ -184,21 +245,11 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             {queue: watched.inbound_dlq},
             names.DLQ_DEPTH_ALARM_THRESHOLD,
             f"Mail of {env} is in the inbound DLQ: a permanent failure (missing S3 object, malformed notification, "
-            "Gmail 400) or transient failures on every receive. First step: read the messages' `error` attribute "
-            f"(or the saved query {failures}), fix the cause, then redrive the DLQ to the inbound queue.",
+            "Gmail 400, a recipient no mailbox lists) or transient failures on every receive. First step: read the "
+            f"messages' `error` attribute (or the saved query {failures}), fix the cause, then redrive the DLQ to the "
+            "inbound queue.",
         ),
-        count(
-            "retry-dlq-depth",
-            names.retry_dlq_alarm(env),
-            names.AWS_SQS_NAMESPACE,
-            names.SQS_MESSAGES_VISIBLE,
-            {queue: watched.retry_dlq},
-            names.DLQ_DEPTH_ALARM_THRESHOLD,
-            f"Mail of {env} is in the retry DLQ: the retry processor found it undeliverable, or it stayed in the "
-            f"retry queue for {names.RETRY_QUEUE_MAX_RECEIVE_COUNT} processor runs. First step: read the messages' "
-            "`error` attribute, fix the cause, redrive to the retry queue and start the retry processor.",
-        ),
-        count(
+        _count(
             "forwarder-errors",
             names.forwarder_errors_alarm(env),
             names.AWS_LAMBDA_NAMESPACE,
@@ -209,19 +260,7 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             "retry-processor delivery that failed (then its alarm fires too). First step: run the saved queries "
             f"{failures} and {story}.",
         ),
-        count(
-            "mailbox-refused",
-            names.mailbox_refused_alarm(env),
-            namespace,
-            names.METRIC_MAILBOX_REFUSED,
-            {},
-            names.ERROR_COUNT_ALARM_THRESHOLD,
-            f"Gmail refuses the mailbox or our setup for {env}, not a message and not the token: the Gmail API is "
-            "disabled, a domain policy or the account forbids it, a configured label does not exist, the OAuth "
-            "client was refused, or the API URL is wrong. Mail waits in the retry queue. First step: run the saved "
-            f"query {failures} for the reason, fix it, then start the retry processor (or wait for the monitor).",
-        ),
-        count(
+        _count(
             "retry-processor-failed",
             names.retry_processor_failed_alarm(env),
             names.AWS_STATES_NAMESPACE,
@@ -229,10 +268,11 @@ def alarm_specs(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             {machine: watched.state_machine_arn},
             names.ERROR_COUNT_ALARM_THRESHOLD,
             f"A retry processor execution of {env} failed; nothing was deleted that was not delivered or "
-            "dead-lettered. First step: open the failed execution in the Step Functions console; TokenExpiredError "
-            f"means the token died again: run `{refresh}`; MailboxRefusedError: see the mailbox-refused alarm.",
+            "dead-lettered. First step: open the failed execution in the Step Functions console (its input names the "
+            f"mailbox); TokenExpiredError means that token died again: run `{refresh}` (with `--mailbox NAME`); "
+            "MailboxRefusedError: see the mailbox-refused alarm.",
         ),
-        count(
+        _count(
             "retry-processor-timed-out",
             names.retry_processor_timed_out_alarm(env),
             names.AWS_STATES_NAMESPACE,

@@ -16,6 +16,7 @@ from sesmail.infra.watched import Watched
 
 WIDTH = 24  # the dashboard grid is 24 units wide
 HALF = WIDTH // 2
+THIRD = WIDTH // 3
 HEIGHT = 6
 #: Counts per hour: the forwarder's and the retry processor's metrics are summed over this.
 HOURLY = 3600
@@ -44,7 +45,14 @@ def _graph(title: str, region: str, metrics: Sequence[Metric], **properties: Any
     }
 
 
-def dashboard_body(env: str, region: str, watched: Watched[str], alarm_arns: Sequence[str]) -> dict[str, Any]:
+def dashboard_body(
+    env: str,
+    region: str,
+    watched: Watched[str],
+    alarm_arns: Sequence[str],
+    mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
+) -> dict[str, Any]:
+    """Text and alarms, then one row per mailbox (token, retry queue, retry DLQ), then the shared graphs."""
     ns = names.metric_namespace(env)
     sqs, lam, states = names.AWS_SQS_NAMESPACE, names.AWS_LAMBDA_NAMESPACE, names.AWS_STATES_NAMESPACE
     queue, function = names.SQS_QUEUE_DIMENSION, names.LAMBDA_FUNCTION_DIMENSION
@@ -62,21 +70,6 @@ def dashboard_body(env: str, region: str, watched: Watched[str], alarm_arns: Seq
         {"type": "alarm", "height": 4, "properties": {"title": "Alarms", "alarms": sorted(alarm_arns)}},
     ]
     graphs: list[dict[str, Any]] = [
-        _graph(
-            "Token hours left",
-            region,
-            [_metric(ns, names.METRIC_TOKEN_HOURS, stat="Minimum", period=MONITOR_PERIOD, label="hours left")],
-            annotations={
-                "horizontal": [
-                    {"label": f"expiring (< {names.TOKEN_EXPIRING_HOURS} h)", "value": names.TOKEN_EXPIRING_HOURS},
-                    {
-                        "label": f"critical (< {names.TOKEN_CRITICAL_HOURS} h)",
-                        "value": names.TOKEN_CRITICAL_HOURS,
-                        "color": "#d62728",
-                    },
-                ]
-            },
-        ),
         _graph(
             "Token monitor errors",
             region,
@@ -106,53 +99,18 @@ def dashboard_body(env: str, region: str, watched: Watched[str], alarm_arns: Seq
             ],
         ),
         _graph(
-            "Retry queue",
+            "Inbound dead-letter queue",
             region,
             [
                 _metric(
                     sqs,
                     names.SQS_MESSAGES_VISIBLE,
                     queue,
-                    watched.retry_queue,
+                    watched.inbound_dlq,
                     stat="Maximum",
                     period=five_minutes,
-                    label="messages waiting",
-                ),
-                _metric(
-                    sqs,
-                    names.SQS_OLDEST_MESSAGE_AGE,
-                    queue,
-                    watched.retry_queue,
-                    stat="Maximum",
-                    period=five_minutes,
-                    label="oldest message age (s)",
-                    yAxis="right",
-                ),
-            ],
-            annotations={
-                "horizontal": [
-                    {
-                        "label": f"age alarm ({names.RETRY_QUEUE_AGE_ALARM_SECONDS // 3600} h)",
-                        "value": names.RETRY_QUEUE_AGE_ALARM_SECONDS,
-                        "yAxis": "right",
-                    }
-                ]
-            },
-        ),
-        _graph(
-            "Dead-letter queues",
-            region,
-            [
-                _metric(
-                    sqs,
-                    names.SQS_MESSAGES_VISIBLE,
-                    queue,
-                    dlq,
-                    stat="Maximum",
-                    period=five_minutes,
-                    label=label,
+                    label="inbound DLQ",
                 )
-                for dlq, label in ((watched.inbound_dlq, "inbound DLQ"), (watched.retry_dlq, "retry DLQ"))
             ],
         ),
         _graph(
@@ -220,10 +178,102 @@ def dashboard_body(env: str, region: str, watched: Watched[str], alarm_arns: Seq
     for widget in full_rows:
         widgets.append({**widget, "x": 0, "y": y, "width": WIDTH})
         y += int(widget["height"])
+    primary = names.DEFAULT_MAILBOX if names.DEFAULT_MAILBOX in mailboxes else mailboxes[0]
+    for mailbox in mailboxes:
+        mailbox_row = _mailbox_row(env, region, watched, mailbox, primary=mailbox == primary, titled=len(mailboxes) > 1)
+        for index, widget in enumerate(mailbox_row):
+            widgets.append({**widget, "x": index * THIRD, "y": y, "width": THIRD, "height": HEIGHT})
+        y += HEIGHT
     for index, widget in enumerate(graphs):
         row, column = divmod(index, 2)
         widgets.append({**widget, "x": column * HALF, "y": y + row * HEIGHT, "width": HALF, "height": HEIGHT})
     return {"start": "-PT24H", "periodOverride": "inherit", "widgets": widgets}
+
+
+def _mailbox_row(
+    env: str, region: str, watched: Watched[str], mailbox: str, *, primary: bool, titled: bool
+) -> list[dict[str, Any]]:
+    """One mailbox: its token's hours, its retry queue, its retry DLQ and Gmail's refusals."""
+    ns = names.metric_namespace(env)
+    sqs, queue = names.AWS_SQS_NAMESPACE, names.SQS_QUEUE_DIMENSION
+    five_minutes = names.ALARM_PERIOD_SECONDS
+    by_mailbox = (names.MAILBOX_DIMENSION, mailbox)
+    retry_queue = watched.retry_queue if primary else names.retry_queue(env, mailbox)
+    retry_dlq = watched.retry_dlq if primary else names.retry_dlq(env, mailbox)
+    suffix = f" ({mailbox})" if titled else ""
+    return [
+        _graph(
+            f"Token hours left{suffix}",
+            region,
+            [
+                _metric(
+                    ns, names.METRIC_TOKEN_HOURS, *by_mailbox, stat="Minimum", period=MONITOR_PERIOD, label="hours left"
+                )
+            ],
+            annotations={
+                "horizontal": [
+                    {"label": f"expiring (< {names.TOKEN_EXPIRING_HOURS} h)", "value": names.TOKEN_EXPIRING_HOURS},
+                    {
+                        "label": f"critical (< {names.TOKEN_CRITICAL_HOURS} h)",
+                        "value": names.TOKEN_CRITICAL_HOURS,
+                        "color": "#d62728",
+                    },
+                ]
+            },
+        ),
+        _graph(
+            f"Retry queue{suffix}",
+            region,
+            [
+                _metric(
+                    sqs,
+                    names.SQS_MESSAGES_VISIBLE,
+                    queue,
+                    retry_queue,
+                    stat="Maximum",
+                    period=five_minutes,
+                    label="messages waiting",
+                ),
+                _metric(
+                    sqs,
+                    names.SQS_OLDEST_MESSAGE_AGE,
+                    queue,
+                    retry_queue,
+                    stat="Maximum",
+                    period=five_minutes,
+                    label="oldest message age (s)",
+                    yAxis="right",
+                ),
+            ],
+            annotations={
+                "horizontal": [
+                    {
+                        "label": f"age alarm ({names.RETRY_QUEUE_AGE_ALARM_SECONDS // 3600} h)",
+                        "value": names.RETRY_QUEUE_AGE_ALARM_SECONDS,
+                        "yAxis": "right",
+                    }
+                ]
+            },
+        ),
+        _graph(
+            f"Retry DLQ and Gmail refusals{suffix}",
+            region,
+            [
+                _metric(
+                    sqs,
+                    names.SQS_MESSAGES_VISIBLE,
+                    queue,
+                    retry_dlq,
+                    stat="Maximum",
+                    period=five_minutes,
+                    label="retry DLQ",
+                ),
+                _metric(
+                    ns, names.METRIC_MAILBOX_REFUSED, *by_mailbox, stat="Sum", period=HOURLY, label="mailbox refused"
+                ),
+            ],
+        ),
+    ]
 
 
 def metric_lines(body: dict[str, Any]) -> list[tuple[str, str, dict[str, str], dict[str, Any]]]:

@@ -22,6 +22,7 @@ from sesmail.infra.lambda_package import (  # noqa: F401  (re-exported: tests an
 from sesmail.infra.mail_intake import MailIntake
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
+from sesmail.mailboxes import MailboxTable
 from sesmail.verdicts import AuthFailures
 
 
@@ -33,8 +34,13 @@ def forwarder_environment(
     email_bucket: pulumi.Input[str],
     extra_labels: Sequence[str],
     auth_failures: AuthFailures = AuthFailures.SPAM,
+    mailboxes: MailboxTable | None = None,
 ) -> dict[str, pulumi.Input[str]]:
-    """The handler's environment contract (DESIGN.md); GMAIL_LABELS only when labels exist."""
+    """The handler's environment contract (DESIGN.md); GMAIL_LABELS only when labels exist.
+
+    With ``ses-mail:mailboxes``, MAILBOXES carries the table (each mailbox's labels in it) and
+    RETRY_QUEUE_URL names the primary mailbox's queue, from which the others' URLs are derived.
+    """
     variables: dict[str, pulumi.Input[str]] = {
         names.ENV_VAR_ENV: env,
         names.ENV_VAR_RETRY_QUEUE_URL: retry_queue_url,
@@ -44,6 +50,8 @@ def forwarder_environment(
     }
     if extra_labels:
         variables[names.ENV_VAR_GMAIL_LABELS] = ",".join(extra_labels)
+    if mailboxes is not None and mailboxes.configured:
+        variables[names.ENV_VAR_MAILBOXES] = mailboxes.to_json()
     return variables
 
 
@@ -64,6 +72,7 @@ class Forwarder(pulumi.ComponentResource):
         extra_labels: Sequence[str],
         auth_failures: AuthFailures,
         tokens: Tokens,
+        mailboxes: MailboxTable | None = None,
         intake: MailIntake,
         retry: Retry,
         tags: Mapping[str, str],
@@ -86,10 +95,10 @@ class Forwarder(pulumi.ComponentResource):
             parent=self,
             policy=lambda log_group_arn: pulumi.Output.all(
                 client_credentials_parameter_arn=tokens.client_credentials.arn,
-                refresh_token_parameter_arn=tokens.refresh_token.arn,
+                refresh_token_parameter_arns=pulumi.Output.all(*(p.arn for p in tokens.refresh_tokens.values())),
                 bucket_arn=intake.bucket.arn,
                 inbound_queue_arn=intake.inbound_queue.arn,
-                retry_queue_arn=retry.queue.arn,
+                retry_queue_arns=pulumi.Output.all(*(q.queue.arn for q in retry.queues.values())),
                 inbound_dlq_arn=intake.inbound_dlq.arn,
                 log_group_arn=log_group_arn,
             ).apply(lambda arns: json.dumps(policies.forwarder_policy(**arns))),
@@ -100,6 +109,7 @@ class Forwarder(pulumi.ComponentResource):
                 email_bucket=intake.bucket.id,
                 extra_labels=extra_labels,
                 auth_failures=auth_failures,
+                mailboxes=mailboxes,
             ),
             tags=tags,
             archive_root=archive_root,

@@ -8,7 +8,7 @@ the alerts topic both when it fires and when it returns to OK.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -39,12 +39,13 @@ class Monitoring(pulumi.ComponentResource):
         alerts_topic_arn: pulumi.Input[str],
         watched: Watched[pulumi.Input[str]],
         tags: Mapping[str, str],
+        mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        specs = alarm_specs(env, watched)
+        specs = alarm_specs(env, watched, mailboxes)
         self.alarms = {
             spec.key: aws.cloudwatch.MetricAlarm(
                 f"{name}-{spec.key}",
@@ -72,7 +73,7 @@ class Monitoring(pulumi.ComponentResource):
         # dashboard still waits for the alarms so its alarm widget never shows missing ones.
         arns = [alarm_arn(aws_context, spec.name) for spec in specs]
         body = pulumi.Output.all(**watched.as_dict()).apply(
-            lambda resolved: json.dumps(dashboard_body(env, aws_context.region, Watched(**resolved), arns))
+            lambda resolved: json.dumps(dashboard_body(env, aws_context.region, Watched(**resolved), arns, mailboxes))
         )
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",

@@ -7,6 +7,7 @@ these policies; moto and the Pulumi mocks do not, so each rule below carries its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sesmail import names
@@ -203,15 +204,16 @@ def lambda_assume_role_policy() -> PolicyDocument:
 def forwarder_policy(
     *,
     client_credentials_parameter_arn: str,
-    refresh_token_parameter_arn: str,
+    refresh_token_parameter_arns: list[str],
     bucket_arn: str,
     inbound_queue_arn: str,
-    retry_queue_arn: str,
+    retry_queue_arns: list[str],
     inbound_dlq_arn: str,
     log_group_arn: str,
 ) -> PolicyDocument:
-    """The forwarder's whole permission set (DESIGN.md, Security): its two OAuth parameters, the
-    mail under ``inbound/`` (read only), its delivery claims under ``claims/``, its queues and logs.
+    """The forwarder's whole permission set (DESIGN.md, Security): the OAuth client and exactly the
+    configured mailboxes' refresh tokens, the mail under ``inbound/`` (read only), its delivery
+    claims under ``claims/``, exactly the mailboxes' retry queues, the inbound queues and its logs.
 
     No ``kms:*`` statement: the two SecureStrings use the AWS-managed ``aws/ssm`` key, whose key
     policy already lets any principal of the account decrypt *through SSM*; the queues use
@@ -225,7 +227,7 @@ def forwarder_policy(
             "Sid": "ReadOAuthParameters",
             "Effect": "Allow",
             "Action": list(FORWARDER_SSM_ACTIONS),
-            "Resource": [client_credentials_parameter_arn, refresh_token_parameter_arn],
+            "Resource": [client_credentials_parameter_arn, *refresh_token_parameter_arns],
         },
         {
             "Sid": "ReadInboundMail",
@@ -256,7 +258,7 @@ def forwarder_policy(
             "Sid": "ParkForRetryOrDeadLetter",
             "Effect": "Allow",
             "Action": list(FORWARDER_SEND_ACTIONS),
-            "Resource": [retry_queue_arn, inbound_dlq_arn],
+            "Resource": [*retry_queue_arns, inbound_dlq_arn],
         },
         {
             # What the SQS event source mapping does with the function's role.
@@ -308,25 +310,31 @@ def states_assume_role_policy(account_id: str) -> PolicyDocument:
 
 def retry_processor_policy(
     *,
-    retry_queue_arn: str,
-    retry_dlq_arn: str,
+    retry_queue_arns: list[str],
+    retry_dlq_arns: list[str],
     forwarder_function_arn: str,
     state_machine_arn: str,
     namespace: str,
 ) -> PolicyDocument:
-    """The retry processor's whole permission set: its queues, the forwarder, its metrics."""
+    """The retry processor's whole permission set: exactly every mailbox's retry queue (drained)
+    and retry DLQ (written), the forwarder, a successor of itself, its metrics.
+
+    One state machine serves every mailbox (its input names one), so it needs all of them.
+    """
+    if not retry_queue_arns or not retry_dlq_arns:
+        raise ValueError("the retry processor needs at least one mailbox's retry queue and DLQ")
     return document(
         {
             "Sid": "DrainRetryQueue",
             "Effect": "Allow",
             "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
-            "Resource": retry_queue_arn,
+            "Resource": list(retry_queue_arns),
         },
         {
             "Sid": "DeadLetterUndeliverable",
             "Effect": "Allow",
             "Action": "sqs:SendMessage",
-            "Resource": retry_dlq_arn,
+            "Resource": list(retry_dlq_arns),
         },
         {
             "Sid": "InvokeForwarder",
@@ -372,47 +380,92 @@ TOKEN_MONITOR_SSM_ACTIONS = ("ssm:GetParameter",)
 TOKEN_MONITOR_MINT_ACTIONS = ("ssm:GetParameters",)
 TOKEN_MONITOR_QUEUE_ACTIONS = ("sqs:GetQueueAttributes",)
 TOKEN_MONITOR_STATES_ACTIONS = ("states:ListExecutions", "states:StartExecution")
+#: On the executions (not the state machine): which mailbox an execution drains is in its input.
+TOKEN_MONITOR_DESCRIBE_ACTIONS = ("states:DescribeExecution",)
 TOKEN_MONITOR_METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
 TOKEN_MONITOR_LOG_ACTIONS = FORWARDER_LOG_ACTIONS
 
 
+def execution_arns(state_machine_arn: str) -> str:
+    """Every execution of a state machine: what ``states:DescribeExecution`` acts on.
+
+    ``arn:{partition}:states:{region}:{account}:execution:{state-machine-name}:*`` (the
+    *execution* resource type of the Service Authorization Reference; the state machine's own ARN
+    grants it nothing).
+    """
+    prefix, marker, name = state_machine_arn.partition(":stateMachine:")
+    if not marker or not name:
+        raise ValueError(f"{state_machine_arn!r} is not a state machine ARN")
+    return f"{prefix}:execution:{name}:*"
+
+
+def _one_or_many(arns: str | Sequence[str]) -> str | list[str]:
+    """A single ARN as a string (the document of a stack without mailboxes stays as it was), else a list."""
+    if isinstance(arns, str):
+        return arns
+    unique = list(dict.fromkeys(arns))
+    if not unique:
+        raise ValueError("a statement needs at least one resource")
+    return unique[0] if len(unique) == 1 else unique
+
+
+def _as_arn_list(arns: str | Sequence[str]) -> list[str]:
+    return [arns] if isinstance(arns, str) else list(arns)
+
+
 def token_monitor_policy(
     *,
-    expiry_parameter_arn: str,
+    expiry_parameter_arns: str | Sequence[str],
     client_credentials_parameter_arn: str,
-    refresh_token_parameter_arn: str,
-    retry_queue_arn: str,
+    refresh_token_parameter_arns: str | Sequence[str],
+    retry_queue_arns: str | Sequence[str],
     state_machine_arn: str,
     namespace: str,
     log_group_arn: str,
+    describe_executions: bool = False,
 ) -> PolicyDocument:
-    """The token monitor's whole permission set.
+    """The token monitor's whole permission set, for every mailbox of the stack.
 
-    The hours need the expiry parameter only. Starting the retry processor while mail is parked
-    (DESIGN.md, "Nothing waits forever") needs the retry queue's depth, the retry processor's
-    executions, and the two OAuth parameters: minting an access token is the only proof that
-    the token works, so the monitor now reads the secrets the forwarder reads (never writes them,
-    never touches a message). No ``kms:*``: the SecureStrings use the AWS-managed ``aws/ssm`` key,
-    which any principal of the account may use through SSM.
+    The hours need each mailbox's expiry parameter only. Starting the retry processor while mail
+    is parked (DESIGN.md, "Nothing waits forever") needs each retry queue's depth, the retry
+    processor's executions, and the OAuth parameters (the shared client JSON and each mailbox's
+    refresh token): minting an access token is the only proof that a token works, so the monitor
+    reads the secrets the forwarder reads (never writes them, never touches a message). No
+    ``kms:*``: the SecureStrings use the AWS-managed ``aws/ssm`` key, which any principal of the
+    account may use through SSM.
+
+    ``describe_executions`` (a stack with mailboxes other than ``default``): the monitor reads an
+    execution's input to learn which mailbox it drains (hand-over executions have generated
+    names), so it may describe this state machine's executions, and nothing else's.
     """
+    tell_drains_apart = [
+        {
+            "Sid": "TellDrainsApartByMailbox",
+            "Effect": "Allow",
+            "Action": list(TOKEN_MONITOR_DESCRIBE_ACTIONS),
+            "Resource": execution_arns(state_machine_arn),
+        }
+    ]
     return document(
         {
             "Sid": "ReadTokenExpiryOnly",
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_SSM_ACTIONS),
-            "Resource": expiry_parameter_arn,
+            "Resource": _one_or_many(expiry_parameter_arns),
         },
         {
             "Sid": "ProveTokenByMinting",
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_MINT_ACTIONS),
-            "Resource": [client_credentials_parameter_arn, refresh_token_parameter_arn],
+            "Resource": list(
+                dict.fromkeys([client_credentials_parameter_arn, *_as_arn_list(refresh_token_parameter_arns)])
+            ),
         },
         {
             "Sid": "SeeParkedMail",
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_QUEUE_ACTIONS),
-            "Resource": retry_queue_arn,
+            "Resource": _one_or_many(retry_queue_arns),
         },
         {
             "Sid": "StartRetryProcessorWhenIdle",
@@ -420,6 +473,7 @@ def token_monitor_policy(
             "Action": list(TOKEN_MONITOR_STATES_ACTIONS),
             "Resource": state_machine_arn,
         },
+        *(tell_drains_apart if describe_executions else []),
         {
             # PutMetricData supports no resource-level permission (its only resource is "*");
             # the cloudwatch:namespace condition is the narrowest scope IAM offers, so the role

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from sesmail import names
+from sesmail.mailboxes import MailboxTable
 
 #: SecureStrings use the AWS-managed SSM key; the forwarder's policy relies on that (see
 #: ``policies.forwarder_policy``), so it is spelled out rather than left to the default.
@@ -29,6 +30,10 @@ class Tokens(pulumi.ComponentResource):
     refresh_token_expiries: dict[str, aws.ssm.Parameter]
     refresh_token: aws.ssm.Parameter
     refresh_token_expiry: aws.ssm.Parameter
+    #: The mailbox table (String, no secret) when the stack configures ``mailboxes`` or
+    #: ``gmailAddress``: where the refresh CLI learns which Google account a mailbox's token must
+    #: come from. Pulumi owns its value (no ignore_changes).
+    mailbox_table: aws.ssm.Parameter | None
     audit_log: aws.cloudwatch.LogGroup
 
     def __init__(
@@ -38,6 +43,7 @@ class Tokens(pulumi.ComponentResource):
         env: str,
         tags: Mapping[str, str],
         mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
+        table: MailboxTable | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Tokens", name, None, opts)
@@ -84,6 +90,17 @@ class Tokens(pulumi.ComponentResource):
         primary = names.DEFAULT_MAILBOX if names.DEFAULT_MAILBOX in self.refresh_tokens else mailboxes[0]
         self.refresh_token = self.refresh_tokens[primary]
         self.refresh_token_expiry = self.refresh_token_expiries[primary]
+        self.mailbox_table = None
+        if table is not None and (table.configured or any(m.gmail_address for m in table.mailboxes)):
+            self.mailbox_table = aws.ssm.Parameter(
+                f"{name}-mailboxes",
+                name=names.mailboxes_parameter(env),
+                type="String",
+                value=table.to_json(),
+                description="ses-mail mailboxes: name, recipients, labels, Gmail address (from the stack config)",
+                tags=dict(tags),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         # Where the refresh CLI records each renewal (who, when, which version; never the token).
         self.audit_log = aws.cloudwatch.LogGroup(
             f"{name}-audit-log",

@@ -18,4 +18,3 @@ from tests.infra.harness import ProgramRun, run_program  # noqa: E402
 def example_run() -> ProgramRun:
     """The example stack (Pulumi.test.yaml) run once per module: runs are read-only records."""
     return run_program()
-

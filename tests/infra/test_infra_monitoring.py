@@ -102,15 +102,18 @@ def expected_alarms() -> dict[str, dict[str, Any]]:
         }
 
     hour, five = 3600, 300
+    # Token metrics and refusals carry the mailbox, also for the one mailbox of a stack without
+    # ses-mail:mailboxes (DESIGN.md, "Mailboxes"): the one change to an alarm such a stack sees.
+    DEFAULT = {names.MAILBOX_DIMENSION: names.DEFAULT_MAILBOX}
     return {
         names.token_expiring_alarm(ENV): alarm(
-            NAMESPACE, "TokenHoursUntilExpiration", None, "Minimum", hour, 24, LT, "breaching"
+            NAMESPACE, "TokenHoursUntilExpiration", DEFAULT, "Minimum", hour, 24, LT, "breaching"
         ),
         names.token_critical_alarm(ENV): alarm(
-            NAMESPACE, "TokenHoursUntilExpiration", None, "Minimum", hour, 6, LT, "ignore"
+            NAMESPACE, "TokenHoursUntilExpiration", DEFAULT, "Minimum", hour, 6, LT, "ignore"
         ),
         names.token_expired_alarm(ENV): alarm(
-            NAMESPACE, "TokenHoursUntilExpiration", None, "Minimum", hour, 0, LE, "ignore"
+            NAMESPACE, "TokenHoursUntilExpiration", DEFAULT, "Minimum", hour, 0, LE, "ignore"
         ),
         names.token_monitor_errors_alarm(ENV): alarm(
             NAMESPACE, "TokenMonitoringErrors", None, "Maximum", hour, 1, GE, "ignore"
@@ -161,7 +164,9 @@ def expected_alarms() -> dict[str, dict[str, Any]]:
         names.forwarder_errors_alarm(ENV): alarm(
             "AWS/Lambda", "Errors", {"FunctionName": forwarder}, "Sum", five, 1, GE, "notBreaching"
         ),
-        names.mailbox_refused_alarm(ENV): alarm(NAMESPACE, "MailboxRefused", None, "Sum", five, 1, GE, "notBreaching"),
+        names.mailbox_refused_alarm(ENV): alarm(
+            NAMESPACE, "MailboxRefused", DEFAULT, "Sum", five, 1, GE, "notBreaching"
+        ),
         names.retry_processor_failed_alarm(ENV): alarm(
             "AWS/States", "ExecutionsFailed", {"StateMachineArn": STATE_MACHINE_ARN}, "Sum", five, 1, GE, "notBreaching"
         ),
@@ -218,7 +223,12 @@ def test_alarm_dimensions_name_the_deployed_resources(example_run: ProgramRun) -
     queues = {q.state["name"] for q in example_run.of_type("aws:sqs/queue:Queue")}
     functions = {f.state["name"] for f in example_run.of_type(FUNCTION)}
     machines = {m.state["arn"] for m in example_run.of_type("aws:sfn/stateMachine:StateMachine")}
-    allowed = {"QueueName": queues, "FunctionName": functions, "StateMachineArn": machines}
+    allowed = {
+        "QueueName": queues,
+        "FunctionName": functions,
+        "StateMachineArn": machines,
+        names.MAILBOX_DIMENSION: {names.DEFAULT_MAILBOX},
+    }
     for alarm in example_run.of_type(ALARM):
         for key, value in (alarm.inputs.get("dimensions") or {}).items():
             assert value in allowed[key], (alarm.name, key, value)
@@ -360,10 +370,10 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
             assert "Condition" not in statement
     assert (
         policies.token_monitor_policy(
-            expiry_parameter_arn=expiry_arn,
+            expiry_parameter_arns=[expiry_arn],
             client_credentials_parameter_arn=client_arn,
-            refresh_token_parameter_arn=token_arn,
-            retry_queue_arn=queue_arn,
+            refresh_token_parameter_arns=[token_arn],
+            retry_queue_arns=[queue_arn],
             state_machine_arn=STATE_MACHINE_ARN,
             namespace=NAMESPACE,
             log_group_arn=log_group,
@@ -425,8 +435,8 @@ class RecordingCloudWatch:
 def monitor_and_cli_metrics() -> set[MetricKey]:
     """The token monitor in both states (fine / broken) and the refresh CLI's immediate publish."""
     cloudwatch = RecordingCloudWatch()
-    token_monitor.publish(cloudwatch, ENV, token_monitor.TokenStatus(30.0))
-    token_monitor.publish(cloudwatch, ENV, token_monitor.TokenStatus(0.0, "placeholder"))
+    token_monitor.publish(cloudwatch, ENV, {names.DEFAULT_MAILBOX: token_monitor.TokenStatus(30.0)})
+    token_monitor.publish(cloudwatch, ENV, {names.DEFAULT_MAILBOX: token_monitor.TokenStatus(0.0, "placeholder")})
     token_metrics.publish_token_hours(cloudwatch, ENV, 168.0)
     return cloudwatch.published
 
@@ -563,8 +573,11 @@ def test_dashboard_shows_what_the_operator_needs(example_run: ProgramRun) -> Non
         "ApproximateNumberOfMessagesVisible",
         "ApproximateAgeOfOldestMessage",
     }
-    dlq_lines = widgets["Dead-letter queues"]["properties"]["metrics"]
-    assert {line[3] for line in dlq_lines} == {names.inbound_dlq(ENV), names.retry_dlq(ENV)}
+    dlq_lines = [
+        *widgets["Inbound dead-letter queue"]["properties"]["metrics"],
+        *widgets["Retry DLQ and Gmail refusals"]["properties"]["metrics"],
+    ]
+    assert {line[3] for line in dlq_lines} == {names.inbound_dlq(ENV), names.retry_dlq(ENV), names.DEFAULT_MAILBOX}
     assert {m for _, m, _ in by_widget["Retry processor"]} >= {"RetryMessagesDelivered", "RetryMessagesFailed"}
     assert {o["stat"] for _, _, o in by_widget["Forwarder duration (ms)"]} == {"p50", "p99"}
     assert [(ns, m) for ns, m, _ in by_widget["Forwarder errors"]] == [("AWS/Lambda", "Errors")]

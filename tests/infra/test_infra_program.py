@@ -43,6 +43,7 @@ DESIGN_OUTPUTS = {
     "refreshTokenParameter",
     "mxRecord",
     "dnsRecords",
+    "mailboxes",  # name → recipients, Gmail address, token parameter, retry queue URL
 }
 
 

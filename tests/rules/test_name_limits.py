@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from sesmail import names
-from tests.infra.harness import ProgramRun, Registration, run_program
+from tests.infra.harness import ProgramRun, Registration, run_program, stack_config
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ RULES: dict[str, tuple[NameRule, ...]] = {
     "aws:sns/topic:Topic": (NameRule("name", 256, _ALNUM_DASH, "SNS CreateTopic Name"),),
     "aws:kms/alias:Alias": (NameRule("name", 256, r"alias/[A-Za-z0-9/_-]+", "KMS CreateAlias AliasName"),),
     # 2048 for the whole name, at most 15 levels below the root.
-    "aws:ssm/parameter:Parameter": (
-        NameRule("name", 2048, r"(/[A-Za-z0-9_.-]+){1,15}", "SSM PutParameter Name"),
-    ),
+    "aws:ssm/parameter:Parameter": (NameRule("name", 2048, r"(/[A-Za-z0-9_.-]+){1,15}", "SSM PutParameter Name"),),
 }
 
 #: Name-like inputs that are not physical names the program chooses (ARNs, references, tags).
@@ -94,19 +92,28 @@ LONGEST_ENV = "family-mail-production-x"
 LONGEST_REGION = max(names.SUPPORTED_REGIONS, key=len)
 
 
-@pytest.fixture(scope="module")
-def longest_run() -> ProgramRun:
+#: The longest mailbox name ``names.check_mailbox`` accepts: its queues, alarms and parameters carry it.
+LONGEST_MAILBOX = "a-twenty-char-mailbx"
+
+
+@pytest.fixture(scope="module", params=["without-mailboxes", "longest-mailbox"])
+def longest_run(request: pytest.FixtureRequest) -> ProgramRun:
+    """The example stack, and one whose mailbox has the longest name, both with the longest stack name."""
     assert len(LONGEST_ENV) == names.MAX_ENV_LENGTH
-    return run_program(stack=LONGEST_ENV, region=LONGEST_REGION)
+    assert len(LONGEST_MAILBOX) == names.MAX_MAILBOX_LENGTH
+    if request.param == "without-mailboxes":
+        return run_program(stack=LONGEST_ENV, region=LONGEST_REGION)
+    mailboxes = [
+        {"name": LONGEST_MAILBOX, "recipients": ["a@example.com"]},
+        {"name": "default", "recipients": ["example.com"]},
+    ]
+    config = stack_config(mailboxes=mailboxes, recipients=None, extraLabels=None)
+    return run_program(config, stack=LONGEST_ENV, region=LONGEST_REGION)
 
 
 def _named_inputs(resource: Registration) -> dict[str, str]:
     skip = NOT_NAMES.get(resource.type, set())
-    return {
-        key: value
-        for key in _NAME_KEYS
-        if key not in skip and isinstance(value := resource.inputs.get(key), str)
-    }
+    return {key: value for key in _NAME_KEYS if key not in skip and isinstance(value := resource.inputs.get(key), str)}
 
 
 def test_every_physical_name_fits_its_service_limit(longest_run: ProgramRun) -> None:
@@ -134,6 +141,8 @@ def test_the_tightest_names_are_the_ones_the_limit_was_chosen_for(longest_run: P
     assert len(bucket) <= 63
     role_names = [r.inputs["name"] for r in longest_run.of_type("aws:iam/role:Role")]
     assert max(len(n) for n in role_names) <= 64
+    queues = [q.inputs["name"] for q in longest_run.of_type("aws:sqs/queue:Queue")]
+    assert max(len(n) for n in queues) <= 80
 
 
 @pytest.mark.parametrize(
