@@ -22,7 +22,7 @@ import email.utils
 import json
 import operator
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -133,11 +133,13 @@ class SimulatedSes:
         sender: str = "Alice <alice@example.org>",
         subject: str | None = None,
         verdicts: Mapping[str, Any] | None = None,
+        also: Sequence[str] = (),
     ) -> Arrival:
         """One message arrives now (by the simulated clock); returns what SES stored and published.
 
         ``verdicts`` replaces receipt fields (``dmarcVerdict``, ``dmarcPolicy``, ...): what SES
-        decided about the sender's authentication, all PASS by default.
+        decided about the sender's authentication, all PASS by default. ``also`` adds envelope
+        recipients (RCPT TO) beside ``recipient``: SES lists every one the rule matched.
         """
         actions = self.s3_actions(recipient)
         if not actions:
@@ -153,6 +155,9 @@ class SimulatedSes:
             self._s3.put_object(Bucket=action["BucketName"], Key=key, Body=raw)
             notification = _notification(message_id, now, action, key, recipient, sender, subject or f"Message {label}")
             notification["receipt"].update(verdicts or {})
+            matched = [r for r in also if self.s3_actions(r)]
+            notification["receipt"]["recipients"] += matched
+            notification["mail"]["destination"] += matched
             if action.get("TopicArn"):
                 self._sns.publish(
                     TopicArn=action["TopicArn"], Subject=SES_NOTIFICATION_SUBJECT, Message=json.dumps(notification)
@@ -168,12 +173,18 @@ class SimulatedSes:
 
 
 def _matches(recipients: list[str], address: str) -> bool:
+    """SES's recipient condition: an address (which also matches its ``+label`` forms), a domain, a subdomain.
+
+    The SES Developer Guide ("Creating receipt rules", recipient conditions): a condition naming
+    ``user@example.com`` "will match any form of the address with a label", i.e. ``user+label@``.
+    """
     if not recipients:
         return True
     address = address.lower()
-    domain = address.rpartition("@")[2]
+    local, _, domain = address.rpartition("@")
+    base = f"{local.split('+', 1)[0]}@{domain}"
     for recipient in (r.lower() for r in recipients):
-        if recipient == address or domain == recipient or domain.endswith("." + recipient):
+        if recipient in (address, base) or domain == recipient or domain.endswith("." + recipient):
             return True
     return False
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ _NOT_IN_OPERATOR_SHELL = (
     names.ENV_VAR_GMAIL_LABELS,
     names.ENV_VAR_GMAIL_API_BASE_URL,
     names.ENV_VAR_STATE_MACHINE_ARN,
+    names.ENV_VAR_MAILBOXES,
     "MOTO_PORT",
 )
 
@@ -146,15 +148,15 @@ class System:
 
     # --- the outside world --------------------------------------------------------------------
 
-    def run_token_monitor(self) -> tuple[dict[str, Any], AlarmReading]:
-        """EventBridge fires the monitor's schedule now (simulated clock); the expiring alarm's view of that run."""
+    def run_token_monitor(self, mailbox: str = names.DEFAULT_MAILBOX) -> tuple[dict[str, Any], AlarmReading]:
+        """EventBridge fires the monitor's schedule now (simulated clock); ``mailbox``'s expiring alarm's view of it."""
         since = self.last_monitor_window = self.fresh_metric_window()
         [result] = self.scheduler.fire(names.token_monitor_schedule_rule(ENV))
         self._last_token_metric = datetime.now(UTC)
-        return result, self.expiring_alarm().reading(since)
+        return result, self.expiring_alarm(mailbox).reading(since)
 
-    def expiring_alarm(self) -> AlarmView:
-        return AlarmView(self.client("cloudwatch"), names.token_expiring_alarm(ENV))
+    def expiring_alarm(self, mailbox: str = names.DEFAULT_MAILBOX) -> AlarmView:
+        return AlarmView(self.client("cloudwatch"), names.token_expiring_alarm(ENV, mailbox))
 
     def fresh_metric_window(self) -> datetime:
         """A window start after the last token datapoint: CloudWatch windows start on a whole second,
@@ -195,9 +197,13 @@ class System:
 
 
 def start_system(
-    server: InProcessMotoServer, google: E2EFakeGoogle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server: InProcessMotoServer,
+    google: E2EFakeGoogle,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    config: Mapping[str, Any] | None = None,
 ) -> System:
-    """``pulumi up`` into the (empty) moto, then wire the edges to what it created."""
+    """``pulumi up`` (of the example stack, or ``config``) into the empty moto, then wire the edges to it."""
     # The handlers in this process reach AWS (moto) and Google (the fake) the way Lambda would.
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
     monkeypatch.setenv(names.ENV_VAR_GMAIL_API_BASE_URL, google.base_url)
@@ -208,7 +214,7 @@ def start_system(
     # Step Functions' Retry backoff (30 s, 60 s, 120 s) is recorded, not slept.
     monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=interpreter_sleeps.append))
 
-    deployment = deploy(server.url)
+    deployment = deploy(server.url, config)
     clock = SimulatedClock()
     monkeypatch.setattr(sesmail.token_monitor, "datetime", clock.datetime_class())
 
