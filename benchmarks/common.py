@@ -388,8 +388,11 @@ class AwsWorld:
         self.inbound_dlq_url = self.sqs.create_queue(QueueName=names.inbound_dlq(ENV))["QueueUrl"]
         return self
 
-    def install_token(self, google: FakeGoogle) -> str:
-        token = google.issue_refresh_token()
+    def install_token(
+        self, google: FakeGoogle, *, mailbox: str = names.DEFAULT_MAILBOX, account: str | None = None
+    ) -> str:
+        """The OAuth client and ``mailbox``'s refresh token, of ``account`` (the fake's default account when None)."""
+        token = google.issue_refresh_token() if account is None else google.issue_refresh_token(account=account)
         self.ssm.put_parameter(
             Name=names.client_credentials_parameter(ENV),
             Value=json.dumps(google.client_json()),
@@ -397,7 +400,7 @@ class AwsWorld:
             Overwrite=True,
         )
         self.ssm.put_parameter(
-            Name=names.refresh_token_parameter(ENV),
+            Name=names.refresh_token_parameter(ENV, mailbox),
             Value=json.dumps(
                 {
                     "token": token,
