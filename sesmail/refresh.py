@@ -110,6 +110,7 @@ def _renew(args: argparse.Namespace, run: _Run) -> int:
     aws = AwsClients(args.region, args.profile)
     caller = _identify(aws, run)
     mailbox = _mailbox(aws.ssm, run)
+    _require_deployed(aws.ssm, run.env, caller.region, run.mailbox)
     client_text, client = _client_config(args, aws.ssm, run.env)
     run.console.say(f"OAuth client {client.client_id} (from {args.client_secret or 'SSM'}).")
     proven, lifetime_source, account = _consent_and_prove(args, client_text, client, run.console, mailbox)
@@ -127,7 +128,7 @@ def _renew(args: argparse.Namespace, run: _Run) -> int:
 
 
 def _identify(aws: AwsClients, run: _Run) -> _Caller:
-    """Who and where we are; fails on credentials, region or a missing stack before any browser opens."""
+    """Who and where we are; fails on credentials or region before any browser opens."""
     region = str(aws.ssm.meta.region_name)
     identity = aws.get("sts").get_caller_identity()
     caller = _Caller(str(identity["Account"]), str(identity["Arn"]), region)
@@ -135,7 +136,6 @@ def _identify(aws: AwsClients, run: _Run) -> _Caller:
         f"Renewing the Gmail token of environment {run.env!r}: account {caller.account}, region {region}, "
         f"as {caller.arn}."
     )
-    _require_deployed(aws.ssm, run.env, region, run.mailbox)
     return caller
 
 

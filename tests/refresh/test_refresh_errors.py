@@ -115,7 +115,7 @@ CASES: dict[str, Case] = {
         env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
     ),
     "access-denied": Case(
-        _operator_without_ssm, ("AWS denied ssm:DescribeParameters", "--profile NAME"), around=_iam_enforced
+        _operator_without_ssm, ("AWS denied ssm:GetParameter", "--profile NAME"), around=_iam_enforced
     ),
     "credentials-rejected": Case(
         _nothing, ("AWS rejected your credentials (InvalidClientTokenId)",), around=_iam_enforced
