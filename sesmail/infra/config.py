@@ -207,19 +207,18 @@ def _string_list(raw: Mapping[str, str | None], key: str) -> tuple[str, ...]:
     if value is None or not value.strip():
         return ()
     text = value.strip()
-    items: object
-    if text.startswith(("[", "{")):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"config '{NAMESPACE}:{key}' is not a valid list ({exc.msg}); write it as a YAML list in the stack file"
-            ) from exc
-    else:
-        items = text.split(",")
+    items = _json(_where(key), text, "a YAML list") if text.startswith(("[", "{")) else text.split(",")
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise ConfigError(f"config '{NAMESPACE}:{key}' must be a list of strings, got {text!r}")
     return tuple(i.strip() for i in items if i.strip())
+
+
+def _json(where: str, text: str, shape: str) -> object:
+    """A structured key's value: Pulumi hands lists and maps over as JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid ({exc.msg}); write it as {shape} in the stack file") from None
 
 
 def _int(raw: Mapping[str, str | None], key: str, default: int, low: int, high: int) -> int:
@@ -306,12 +305,7 @@ def _mailboxes(
     if not text:
         return None
     where = _where(KEY_MAILBOXES)
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{where} is not valid ({exc.msg}); write it as a YAML list of mailboxes in the stack file"
-        ) from None
+    items = _json(where, text, "a YAML list of mailboxes")
     if not isinstance(items, list) or not items:
         raise ConfigError(
             f"{where} must be a non-empty list of mailboxes, each with name, recipients, labels and gmailAddress"

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,16 +35,23 @@ def google() -> Iterator[E2EFakeGoogle]:
 
 
 @pytest.fixture
+def stack_config() -> dict[str, Any] | None:
+    """The stack's config; None is the example stack (Pulumi.test.yaml). A scenario module overrides it."""
+    return None
+
+
+@pytest.fixture
 def system(
     moto_server: InProcessMotoServer,
     google: E2EFakeGoogle,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    stack_config: dict[str, Any] | None,
     _isolated_aws_environment: None,
 ) -> Iterator[System]:
-    """An empty AWS, ``pulumi up`` of the example stack into it, and the world around it."""
+    """An empty AWS, ``pulumi up`` of the stack into it, and the world around it."""
     with moto_server.session(), _quiet(QUIET_LOGGERS):
-        yield start_system(moto_server, google, monkeypatch, tmp_path)
+        yield start_system(moto_server, google, monkeypatch, tmp_path, stack_config)
 
 
 #: Noise: werkzeug's line per request, and moto's interpreter's ERROR line per unmatched IsPresent probe.

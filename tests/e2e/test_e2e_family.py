@@ -11,19 +11,15 @@ her backlog is drained, and every message, including those to both, is in each m
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sesmail import names
-from tests.e2e.conftest import QUIET_LOGGERS, _quiet
-from tests.e2e.edges import Arrival, E2EFakeGoogle, header, mailbox
-from tests.e2e.moto_server import InProcessMotoServer
-from tests.e2e.system import ENV, System, assert_no_secret_anywhere, events, log_records, start_system
-from tests.infra.harness import stack_config
+from tests.e2e.edges import Arrival, header, mailbox
+from tests.e2e.system import ENV, System, assert_no_secret_anywhere, events, log_records
+from tests.infra.harness import stack_config as example_stack
 
 ALICE, BOB = "alice@gmail.com", "bob@gmail.com"
 MAILBOXES = [
@@ -38,16 +34,9 @@ MAILBOXES = [
 
 
 @pytest.fixture
-def family(
-    moto_server: InProcessMotoServer,
-    google: E2EFakeGoogle,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    _isolated_aws_environment: None,
-) -> Iterator[System]:
-    config = stack_config(mailboxes=MAILBOXES, recipients=None, extraLabels=None)
-    with moto_server.session(), _quiet(QUIET_LOGGERS):
-        yield start_system(moto_server, google, monkeypatch, tmp_path, config)
+def stack_config() -> dict[str, Any]:
+    """The example stack with two mailboxes instead of recipients and extraLabels."""
+    return example_stack(mailboxes=MAILBOXES, recipients=None, extraLabels=None)
 
 
 def _ids(arrivals: list[Arrival]) -> list[str]:
@@ -62,8 +51,8 @@ def _token(system: System, mailbox: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_a_family_week(family: System, capfd: pytest.CaptureFixture[str]) -> None:
-    system, google = family, family.google
+def test_a_family_week(system: System, capfd: pytest.CaptureFixture[str]) -> None:
+    google = system.google
     outputs = system.deployment.outputs["mailboxes"]
     alice_queue, bob_queue = outputs["alice"]["retryQueueUrl"], outputs["bob"]["retryQueueUrl"]
 
