@@ -21,6 +21,7 @@ from sesmail import names  # noqa: E402
 from sesmail.infra import config as stack_config  # noqa: E402
 from sesmail.infra import context  # noqa: E402
 from sesmail.infra.alerts import Alerts  # noqa: E402
+from sesmail.infra.canary import Canary  # noqa: E402
 from sesmail.infra.encryption import TopicKey  # noqa: E402
 from sesmail.infra.forwarder import Forwarder  # noqa: E402
 from sesmail.infra.mail_intake import MailIntake  # noqa: E402
@@ -49,6 +50,11 @@ alerts = Alerts(
 mailboxes = config.mailboxes
 tokens = Tokens("tokens", env=env, tags=tags, mailboxes=mailboxes.names, table=mailboxes)
 retry = Retry("retry", env=env, tags=tags, mailboxes=mailboxes.names)
+canary = (
+    Canary("canary", env=env, address=config.canary_address, aws_context=aws_context, tags=tags)
+    if config.canary_address
+    else None
+)
 intake = MailIntake("mail-intake", config=config, aws_context=aws_context, topic_key=topic_key, tags=tags)
 forwarder = Forwarder(
     "forwarder",
@@ -57,6 +63,7 @@ forwarder = Forwarder(
     auth_failures=config.auth_failures,
     tokens=tokens,
     mailboxes=mailboxes,
+    canary=canary,
     intake=intake,
     retry=retry,
     tags=tags,
@@ -85,6 +92,7 @@ monitoring = Monitoring(
         state_machine_arn=retry_processor.state_machine.arn,
     ),
     mailboxes=mailboxes.names,
+    canary_log_group=canary.log_group.name if canary else None,
     tags=tags,
 )
 
@@ -104,7 +112,7 @@ pulumi.export(
     "mailboxes",
     {
         mailbox.name: {
-            "recipients": list(mailbox.recipients or config.receipt_recipients),
+            "recipients": list(mailbox.recipients or config.recipients or config.domains),
             "gmailAddress": mailbox.gmail_address,
             "tokenParameter": tokens.refresh_tokens[mailbox.name].name,
             "retryQueueUrl": retry.queues[mailbox.name].queue.url,

@@ -16,7 +16,7 @@ to keep that window as small as S3 allows; a failure is logged as ``delivery.rec
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,16 +115,20 @@ class Deliverer:
         self.claims = claims or ClaimStore(store.s3)
         self.mailbox = mailbox
 
-    def deliver(self, note: MailNotification, deadline: float, *, holder: str) -> Delivery:
+    def deliver(
+        self, note: MailNotification, deadline: float, *, holder: str, labels: Sequence[str] | None = None
+    ) -> Delivery:
         """Import ``note``'s message, retrying transient failures while ``deadline`` allows.
 
         ``holder`` names this invocation in the claim (the Lambda request id, as in its log lines).
+        ``labels`` replaces the placement (inbox or spam) and the mailbox's labels: exactly these
+        (the daily canary, archived under its own label, which no verdict or policy may move).
         Raises a classified :class:`SesMailError`; the caller decides what each class means
         on its path (park, dead-letter, or let SQS / Step Functions retry).
         """
         for attempt in range(1, names.INPROCESS_MAX_ATTEMPTS + 1):
             try:
-                return self._deliver_once(note, holder, deadline)
+                return self._deliver_once(note, holder, deadline, labels)
             except Exception as exc:
                 error = classify(exc)
                 delay = self._retry_delay(error, attempt, deadline)
@@ -142,7 +146,9 @@ class Deliverer:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _deliver_once(self, note: MailNotification, holder: str, deadline: float) -> Delivery:
+    def _deliver_once(
+        self, note: MailNotification, holder: str, deadline: float, labels: Sequence[str] | None
+    ) -> Delivery:
         # GetObject first: a missing message is a permanent failure before any claim is written,
         # and its TagCount says whether an older delivery's tag must be looked for at all.
         message = self._store.open(note)
@@ -150,13 +156,15 @@ class Deliverer:
             tagged = self._store.tagged_gmail_id(note, message)
             if tagged:
                 return _already_delivered(tagged, "tag")
-            placement = self._place(note)
-            if placement is Placement.REJECTED:
-                return Delivery("rejected", None)
+            if labels is None:
+                placement = self._place(note)
+                if placement is Placement.REJECTED:
+                    return Delivery("rejected", None)
+                labels = labels_for(placement is Placement.SPAM, self._extra_labels)
             claim = self.claims.acquire(note.bucket, note.message_id, self.mailbox, holder)
             if isinstance(claim, AlreadyDelivered):
                 return _already_delivered(claim.gmail_message_id, "claim")
-            imported = self._import(note, message, claim, spam=placement is Placement.SPAM)
+            imported = self._import(note, message, claim, list(labels))
         finally:
             message.body.close()
         self._complete(claim, imported, deadline)
@@ -180,13 +188,14 @@ class Deliverer:
             )
         return placement
 
-    def _import(self, note: MailNotification, message: StoredMessage, claim: Claim, *, spam: bool) -> ImportedMessage:
+    def _import(
+        self, note: MailNotification, message: StoredMessage, claim: Claim, labels: list[str]
+    ) -> ImportedMessage:
         """One import under the claim; on any failure the claim is released for the next attempt.
 
         A failure may still hide an import Gmail accepted (its answer lost): the next attempt
         imports again, as it would without claims — Gmail's import has no idempotency key.
         """
-        labels = labels_for(spam, self._extra_labels)
         try:
             return self._importer.import_message(self._store.opener(note, message), labels)
         except Exception:

@@ -17,10 +17,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sesmail import names
 from sesmail.aws import AwsClients
+from sesmail.canary import CanaryKeyError, KeyCache, recognise
 from sesmail.claims import ClaimStore
 from sesmail.delivery import Deliverer, Delivery, MessageStore
 from sesmail.errors import (
@@ -48,7 +50,7 @@ from sesmail.gmail import GmailImporter
 from sesmail.http import HttpClient
 from sesmail.labels import LabelResolver
 from sesmail.log import bound, get_logger
-from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
+from sesmail.mailboxes import Mailbox, MailboxTable, Routing, queue_url_for
 from sesmail.metrics import emit_counts
 from sesmail.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
 from sesmail.tokens import AccessTokenProvider
@@ -89,6 +91,8 @@ class ForwarderSettings:
     auth_failures: AuthFailures = AuthFailures.SPAM
     #: Who receives what (``MAILBOXES``); without it, ``default`` receives everything with ``extra_labels``.
     mailboxes: MailboxTable | None = None
+    #: ``CANARY_ADDRESS``: mail to it with a valid signature is the daily canary (None: no canary).
+    canary_address: str | None = None
 
     @property
     def table(self) -> MailboxTable:
@@ -121,6 +125,7 @@ class ForwarderSettings:
             email_bucket=environ.get(names.ENV_VAR_EMAIL_BUCKET) or None,
             auth_failures=auth_failures,
             mailboxes=mailboxes,
+            canary_address=(environ.get(names.ENV_VAR_CANARY_ADDRESS) or "").strip().lower() or None,
         )
 
 
@@ -133,6 +138,8 @@ class _Invocation:
     #: Mailboxes whose token the token endpoint declared dead, and refusals counted per mailbox.
     dead_tokens: set[str] = field(default_factory=set)
     refused: Counter[str] = field(default_factory=Counter)
+    #: Mailboxes the canary reached in this invocation (``CanaryDelivered``, dimension Mailbox).
+    canaries: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,8 @@ class Forwarder:
         self._clock = clock
         http = http or HttpClient()
         store = MessageStore(lambda: clients.s3)
+        self._store = store
+        self._canary_key = KeyCache(clients.read_parameters, settings.env)
         claims = ClaimStore(store.s3)  # one store: claims are per (message, mailbox) already
         table = settings.table
         self._table = table
@@ -213,6 +222,10 @@ class Forwarder:
 
     def _emit(self, invocation: _Invocation) -> None:
         emit_counts(self.settings.env, dict(invocation.counts))
+        for mailbox in sorted(invocation.canaries):
+            emit_counts(
+                self.settings.env, {names.METRIC_CANARY_DELIVERED: 1}, dimensions={names.MAILBOX_DIMENSION: mailbox}
+            )
         for mailbox, refused in invocation.refused.items():
             emit_counts(
                 self.settings.env,
@@ -322,11 +335,31 @@ class Forwarder:
         A transient failure of any mailbox leaves the record to SQS: the next receive delivers the
         rest, and the claims keep the mailboxes that already have it from importing it twice.
         """
-        routing = self._table.route(note.recipients)
-        settled = [
-            self._deliver_to(self._routes[mailbox], note, invocation, attempt=attempt, park_transient=park_transient)
-            for mailbox in routing.targets
-        ]
+        try:
+            canary_id = self._canary_id(note)
+        except Exception as exc:
+            error = classify(exc)
+            if isinstance(error, PermanentError):
+                return self._dead_letter(dlq_body, error, invocation, {"sesMessageId": note.message_id})
+            invocation.counts[names.METRIC_FAILED] += 1
+            log.warning(
+                "could not tell whether this is the canary", extra={"event": "delivery.failed", "reason": error.reason}
+            )
+            return False
+        # The canary goes to every mailbox, whoever it is addressed to: it proves each one's path.
+        routing = Routing({m: () for m in self._routes}) if canary_id else self._table.route(note.recipients)
+        with bound(**({"canaryId": canary_id} if canary_id else {})):
+            settled = [
+                self._deliver_to(
+                    self._routes[mailbox],
+                    note,
+                    invocation,
+                    attempt=attempt,
+                    park_transient=park_transient,
+                    canary=bool(canary_id),
+                )
+                for mailbox in routing.targets
+            ]
         if not all(s.done or s.permanent for s in settled):
             return False
         problems = [s.permanent for s in settled if s.permanent is not None]
@@ -340,13 +373,19 @@ class Forwarder:
         return self._dead_letter(dlq_body, error, invocation, context)
 
     def _deliver_to(
-        self, route: _Route, note: MailNotification, invocation: _Invocation, *, attempt: int, park_transient: bool
+        self,
+        route: _Route,
+        note: MailNotification,
+        invocation: _Invocation,
+        *,
+        attempt: int,
+        park_transient: bool,
+        canary: bool = False,
     ) -> _Settled:
         mailbox = route.mailbox.name
         with bound(mailbox=mailbox):
             try:
-                delivery = route.deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
-                self._delivered(delivery, invocation)
+                self._deliver(route, note, invocation, canary=canary)
                 return _Settled(mailbox, done=True)
             except Exception as exc:
                 error = classify(exc)
@@ -440,11 +479,50 @@ class Forwarder:
                 )
                 raise self._retry_failure(unknown, invocation, names.DEFAULT_MAILBOX) from None
             try:
-                delivery = route.deliverer.deliver(note, invocation.deadline, holder=invocation.request_id)
+                canary_id = self._canary_id(note)
+                with bound(**({"canaryId": canary_id} if canary_id else {})):
+                    delivery = self._deliver(route, note, invocation, canary=bool(canary_id))
             except Exception as exc:
                 raise self._retry_failure(classify(exc), invocation, route.mailbox.name) from None
-        self._delivered(delivery, invocation)
         return {"status": delivery.status, "gmailMessageId": delivery.gmail_message_id}
+
+    def _deliver(self, route: _Route, note: MailNotification, invocation: _Invocation, *, canary: bool) -> Delivery:
+        """One (message, mailbox) import, counted; a canary archived under its own label, and counted per mailbox."""
+        labels = (names.CANARY_LABEL,) if canary else None
+        delivery = route.deliverer.deliver(note, invocation.deadline, holder=invocation.request_id, labels=labels)
+        self._delivered(delivery, invocation)
+        if canary and delivery.status == "delivered":
+            invocation.canaries.add(route.mailbox.name)
+            log.info("the canary reached the mailbox", extra={"event": names.EVENT_CANARY_DELIVERED})
+        return delivery
+
+    # --- the canary -----------------------------------------------------------------------------------
+
+    def _canary_id(self, note: MailNotification) -> str | None:
+        """The canary's id when ``note`` is the genuine daily canary, else None (ordinary mail).
+
+        Only mail addressed to the canary address costs anything: one ranged GET of its head and,
+        once per container, the key. A forged, stale or unsigned message to that address is
+        logged and routed like any other mail; a key that cannot be read makes every canary
+        ordinary mail, which its alarm then reports.
+        """
+        address = self.settings.canary_address
+        if address is None or address not in (r.strip().lower() for r in note.recipients):
+            return None
+        try:
+            key = self._canary_key.get()
+        except CanaryKeyError as exc:
+            log.error(f"cannot check the canary: {exc}", extra={"event": names.EVENT_CANARY_REFUSED})
+            return None
+        check = recognise(self._store.head(note), note.recipients, address, key, _received_at(note))
+        if not check.is_canary:
+            log.warning(
+                f"addressed to the canary, but not the canary: {check.reason}; delivered as ordinary mail",
+                extra={"event": names.EVENT_CANARY_REFUSED, "reason": check.reason},
+            )
+            return None
+        log.info("the daily canary", extra={"event": names.EVENT_CANARY_RECOGNISED, "canaryId": check.canary_id})
+        return check.canary_id
 
     def _retry_failure(self, error: SesMailError, invocation: _Invocation, mailbox: str) -> SesMailError:
         """Log it (inside the message's context) and return the contract class to raise.
@@ -480,6 +558,15 @@ def _ignored(document: dict[str, Any]) -> bool:
     if reason is not None:
         log.info(f"{reason}; not mail, nothing to deliver", extra={"event": "delivery.ignored", "reason": reason})
     return reason is not None
+
+
+def _received_at(note: MailNotification) -> datetime:
+    """When SES received the message (the notification's timestamp); now, if it has none readable."""
+    try:
+        received = datetime.fromisoformat(note.timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+    return received if received.tzinfo else received.replace(tzinfo=UTC)
 
 
 def _unrouted(recipients: tuple[str, ...]) -> PermanentError:

@@ -209,6 +209,63 @@ def claim_key(message_id: str, mailbox: str = DEFAULT_MAILBOX) -> str:
     return f"{CLAIMS_PREFIX}{message_id}/{check_mailbox(mailbox)}"
 
 
+# --- Canary (DESIGN.md, "Canary: silence is an alarm") ------------------------------------------
+
+#: Local part of the address the canary sends from and to: ``ses-mail-canary@{first domain}``.
+CANARY_LOCAL_PART = "ses-mail-canary"
+#: The header that carries the canary's proof: ``v1; id=<canary id>; t=<unix seconds>; mac=<hex>``.
+CANARY_HEADER = "X-SES-Mail-Canary"
+#: The one label a canary is imported with: archived (no INBOX), read (no UNREAD), findable.
+CANARY_LABEL = "ses-mail/canary"
+#: A canary whose signed time is further than this from SES's receipt time is stale, hence
+#: ordinary mail: a replayed canary gets a new receipt time. SES receives within minutes; six
+#: hours leave room for a sending queue's backlog.
+CANARY_MAX_SKEW_SECONDS = 6 * 3600
+#: Once a day; the alarm waits 26 hours (a late run, an hour of SES delay) before it fires.
+CANARY_SCHEDULE = "rate(1 day)"
+CANARY_ALARM_HOURS = 26
+#: The canary alarm looks at CANARY_ALARM_HOURS periods of an hour: CloudWatch allows a total
+#: evaluation of up to 7 days for periods of an hour or more (one day below an hour).
+CANARY_ALARM_PERIOD_SECONDS = 3600
+CANARY_HANDLER = "handlers.canary.handler"
+CANARY_TIMEOUT_SECONDS = 30
+CANARY_MEMORY_MB = 128
+CANARY_LOG_RETENTION_DAYS = 30
+#: The forwarder's and the canary's environment: the canary address (absent: no canary).
+ENV_VAR_CANARY_ADDRESS = "CANARY_ADDRESS"
+METRIC_CANARY_DELIVERED = "CanaryDelivered"
+EVENT_CANARY_SENT = "canary.sent"
+EVENT_CANARY_RECOGNISED = "canary.recognised"
+EVENT_CANARY_DELIVERED = "canary.delivered"
+EVENT_CANARY_REFUSED = "canary.not_recognised"
+
+
+def canary_address(domain: str) -> str:
+    return f"{CANARY_LOCAL_PART}@{domain}"
+
+
+def canary_key_parameter(env: str) -> str:
+    """The HMAC key (SecureString) the canary signs with and the forwarder checks with."""
+    return f"/{PROJECT}/{check_env(env)}/gmail-forwarder/canary-key"
+
+
+def canary_function(env: str) -> str:
+    return f"{PROJECT}-canary-{check_env(env)}"
+
+
+def canary_role(env: str) -> str:
+    return f"{PROJECT}-canary-role-{check_env(env)}"
+
+
+def canary_schedule_rule(env: str) -> str:
+    return f"{PROJECT}-canary-schedule-{check_env(env)}"
+
+
+def canary_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
+    """CanaryDelivered < 1 for CANARY_ALARM_HOURS, missing data breaching: the path is broken somewhere."""
+    return per_mailbox(f"{PROJECT}-canary-missing", env, mailbox)
+
+
 # --- Metrics -----------------------------------------------------------------------------------
 
 METRIC_TOKEN_HOURS = "TokenHoursUntilExpiration"
@@ -711,5 +768,7 @@ LOG_QUERY_TOKEN_EVENTS = "token-events"
 LOG_QUERY_PARKED_FOR_RETRY = "messages-parked-for-retry"
 LOG_QUERY_FAILURES_BY_CLASS = "failures-by-class"
 LOG_QUERY_MESSAGE_STORY = "message-story"
+#: The last canaries' steps, from the canary's send to each mailbox's import (or where it stopped).
+LOG_QUERY_CANARY_STORY = "canary-story"
 #: What the operator replaces with an SES message id in the saved "message-story" query.
 LOG_QUERY_MESSAGE_ID_PLACEHOLDER = "REPLACE-ME"

@@ -54,7 +54,7 @@ class AlarmSpec(Generic[V]):
 
 
 def alarm_specs(
-    env: str, watched: Watched[V], mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,)
+    env: str, watched: Watched[V], mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,), *, canary: bool = False
 ) -> list[AlarmSpec[V]]:
     """The alarms of DESIGN.md "Observability", in the order the runbook lists them.
 
@@ -69,8 +69,37 @@ def alarm_specs(
     queues = [spec for m in mailboxes for spec in per_mailbox[m][3:5]]
     retry_dlqs = [spec for m in mailboxes for spec in per_mailbox[m][5:6]]
     refused = [spec for m in mailboxes for spec in per_mailbox[m][6:]]
+    canaries: list[AlarmSpec[V]] = [_canary_alarm(env, m) for m in mailboxes] if canary else []
     # shared: monitor errors, monitor function errors, inbound DLQ, forwarder errors, processor failed/timed out
-    return [*token, *shared[:2], *queues, shared[2], *retry_dlqs, shared[3], *refused, *shared[4:]]
+    return [*token, *shared[:2], *queues, shared[2], *retry_dlqs, shared[3], *refused, *shared[4:], *canaries]
+
+
+def _canary_alarm(env: str, mailbox: str) -> AlarmSpec[V]:
+    """No ``CanaryDelivered`` in any of the last 26 hours; missing data is breaching, because
+    missing is exactly what a broken path produces (the canary is silence made visible)."""
+    hours = names.CANARY_ALARM_HOURS
+    of = env if mailbox == names.DEFAULT_MAILBOX else f"mailbox {mailbox} of {env}"
+    story = names.log_query(env, names.LOG_QUERY_CANARY_STORY)
+    return AlarmSpec(
+        key="canary-missing" if mailbox == names.DEFAULT_MAILBOX else f"canary-missing-{mailbox}",
+        name=names.canary_alarm(env, mailbox),
+        description=(
+            f"No daily canary reached the Gmail of {of} for {hours} h: mail may have stopped arriving. The canary "
+            "goes through DNS (MX), the SES rule, the bucket, the topic, the inbound queue, the forwarder, the token "
+            f"and Gmail. First step: run the saved query {story}; the last step it shows is the last hop that "
+            "worked (README, the canary runbook, says what each missing step means)."
+        ),
+        namespace=names.metric_namespace(env),
+        metric_name=names.METRIC_CANARY_DELIVERED,
+        statistic="Sum",
+        period=names.CANARY_ALARM_PERIOD_SECONDS,
+        threshold=1,
+        comparison_operator=LESS,
+        treat_missing_data=BREACHING,
+        dimensions={names.MAILBOX_DIMENSION: mailbox},
+        evaluation_periods=hours,
+        datapoints_to_alarm=hours,
+    )
 
 
 def _count(

@@ -33,6 +33,7 @@ KEY_RULE_SET_NAME = "ruleSetName"
 KEY_AUTH_FAILURES = "authFailures"
 KEY_MAILBOXES = "mailboxes"
 KEY_GMAIL_ADDRESS = "gmailAddress"
+KEY_CANARY = "canary"
 KEYS = (
     KEY_DOMAINS,
     KEY_RECIPIENTS,
@@ -44,6 +45,7 @@ KEYS = (
     KEY_AUTH_FAILURES,
     KEY_MAILBOXES,
     KEY_GMAIL_ADDRESS,
+    KEY_CANARY,
 )
 #: The fields of one ``ses-mail:mailboxes`` entry.
 MAILBOX_FIELDS = ("name", "recipients", "labels", "gmailAddress")
@@ -87,13 +89,26 @@ class StackConfig:
     auth_failures: AuthFailures = AuthFailures.SPAM
     #: ``ses-mail:mailboxes``, or the single ``default`` mailbox (every recipient, ``extraLabels``).
     mailboxes: MailboxTable = _SINGLE
+    #: ``ses-mail:canary``: a daily message through the whole path, alarmed per mailbox when missing.
+    canary: bool = True
+
+    @property
+    def canary_address(self) -> str | None:
+        """``ses-mail-canary@{first domain}`` when the canary is on."""
+        return names.canary_address(self.domains[0]) if self.canary else None
 
     @property
     def receipt_recipients(self) -> tuple[str, ...]:
-        """What the receipt rule matches: every mailbox's recipients, else ``recipients``, else the domains."""
+        """What the receipt rule matches: every mailbox's recipients, else ``recipients``, else the domains;
+        plus the canary's address when those do not cover it already."""
         if self.mailboxes.configured:
-            return tuple(dict.fromkeys(r for m in self.mailboxes.mailboxes for r in m.recipients))
-        return self.recipients or self.domains
+            listed = tuple(dict.fromkeys(r for m in self.mailboxes.mailboxes for r in m.recipients))
+        else:
+            listed = self.recipients or self.domains
+        address = self.canary_address
+        if address is None or address in listed or address.rpartition("@")[2] in listed:
+            return listed
+        return (*listed, address)
 
     @property
     def uses_existing_rule_set(self) -> bool:
@@ -175,6 +190,7 @@ class StackConfig:
                 "its own recipients and labels, and remove the top-level key"
             )
         config = cls(
+            canary=_bool(raw, KEY_CANARY, default=True),
             env=env,
             domains=domains,
             recipients=recipients,
@@ -211,6 +227,15 @@ def _string_list(raw: Mapping[str, str | None], key: str) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise ConfigError(f"config '{NAMESPACE}:{key}' must be a list of strings, got {text!r}")
     return tuple(i.strip() for i in items if i.strip())
+
+
+def _bool(raw: Mapping[str, str | None], key: str, *, default: bool) -> bool:
+    value = (raw.get(key) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false"):
+        raise ConfigError(f"{_where(key)} must be true or false, got {raw.get(key)!r}")
+    return value == "true"
 
 
 def _json(where: str, text: str, shape: str) -> object:

@@ -12,6 +12,7 @@ import pulumi_aws as aws
 from sesmail import names
 from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
+from sesmail.infra.canary import Canary
 from sesmail.infra.lambda_package import (  # noqa: F401  (re-exported: tests and callers import them here)
     FunctionSpec,
     MissingHandlerError,
@@ -35,6 +36,7 @@ def forwarder_environment(
     extra_labels: Sequence[str],
     auth_failures: AuthFailures = AuthFailures.SPAM,
     mailboxes: MailboxTable | None = None,
+    canary_address: str | None = None,
 ) -> dict[str, pulumi.Input[str]]:
     """The handler's environment contract (DESIGN.md); GMAIL_LABELS only when labels exist.
 
@@ -52,6 +54,8 @@ def forwarder_environment(
         variables[names.ENV_VAR_GMAIL_LABELS] = ",".join(extra_labels)
     if mailboxes is not None and mailboxes.configured:
         variables[names.ENV_VAR_MAILBOXES] = mailboxes.to_json()
+    if canary_address:
+        variables[names.ENV_VAR_CANARY_ADDRESS] = canary_address
     return variables
 
 
@@ -73,6 +77,7 @@ class Forwarder(pulumi.ComponentResource):
         auth_failures: AuthFailures,
         tokens: Tokens,
         mailboxes: MailboxTable | None = None,
+        canary: Canary | None = None,
         intake: MailIntake,
         retry: Retry,
         tags: Mapping[str, str],
@@ -101,6 +106,7 @@ class Forwarder(pulumi.ComponentResource):
                 retry_queue_arns=pulumi.Output.all(*(q.queue.arn for q in retry.queues.values())),
                 inbound_dlq_arn=intake.inbound_dlq.arn,
                 log_group_arn=log_group_arn,
+                canary_key_parameter_arn=canary.key.arn if canary else None,
             ).apply(lambda arns: json.dumps(policies.forwarder_policy(**arns))),
             environment=forwarder_environment(
                 env=env,
@@ -110,6 +116,7 @@ class Forwarder(pulumi.ComponentResource):
                 extra_labels=extra_labels,
                 auth_failures=auth_failures,
                 mailboxes=mailboxes,
+                canary_address=canary.address if canary else None,
             ),
             tags=tags,
             archive_root=archive_root,

@@ -22,7 +22,7 @@ from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 
 #: Every Lambda handler of the stack; the package must contain each one's module.
-LAMBDA_HANDLERS = (names.FORWARDER_HANDLER, names.TOKEN_MONITOR_HANDLER)
+LAMBDA_HANDLERS = (names.FORWARDER_HANDLER, names.TOKEN_MONITOR_HANDLER, names.CANARY_HANDLER)
 
 
 class MissingHandlerError(pulumi.RunError):

@@ -93,9 +93,23 @@ def message_story_query(message_id: str = names.LOG_QUERY_MESSAGE_ID_PLACEHOLDER
     )
 
 
-def query_specs(env: str, watched: Watched[V]) -> list[QuerySpec[V]]:
+def canary_story_query() -> str:
+    """The newest canaries' steps, newest first: sent (the canary), recognised, then per mailbox
+    imported or parked (the forwarder binds ``canaryId`` to every line about a canary)."""
+    return "\n".join(
+        [
+            "fields @timestamp, event, canaryId, mailbox, messageId, failureClass, reason, sesMessageId",
+            "| filter ispresent(canaryId)",
+            "| sort @timestamp desc",
+            "| limit 200",
+        ]
+    )
+
+
+def query_specs(env: str, watched: Watched[V], canary_log_group: V | None = None) -> list[QuerySpec[V]]:
+    """The saved queries; "canary-story" only when the canary is deployed (``canary_log_group``)."""
     forwarder = watched.forwarder_log_group
-    return [
+    specs = [
         QuerySpec(
             "token-events",
             names.log_query(env, names.LOG_QUERY_TOKEN_EVENTS),
@@ -121,3 +135,7 @@ def query_specs(env: str, watched: Watched[V]) -> list[QuerySpec[V]]:
             (forwarder,),
         ),
     ]
+    if canary_log_group is not None:
+        story = names.log_query(env, names.LOG_QUERY_CANARY_STORY)
+        specs.append(QuerySpec("canary-story", story, canary_story_query(), (canary_log_group, forwarder)))
+    return specs

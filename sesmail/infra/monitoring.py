@@ -40,12 +40,13 @@ class Monitoring(pulumi.ComponentResource):
         watched: Watched[pulumi.Input[str]],
         tags: Mapping[str, str],
         mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
+        canary_log_group: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        specs = alarm_specs(env, watched, mailboxes)
+        specs = alarm_specs(env, watched, mailboxes, canary=canary_log_group is not None)
         self.alarms = {
             spec.key: aws.cloudwatch.MetricAlarm(
                 f"{name}-{spec.key}",
@@ -90,6 +91,6 @@ class Monitoring(pulumi.ComponentResource):
                 log_group_names=list(spec.log_groups),
                 opts=child,
             )
-            for spec in query_specs(env, watched)
+            for spec in query_specs(env, watched, canary_log_group)
         }
         self.register_outputs({"dashboardName": self.dashboard.dashboard_name})

@@ -38,6 +38,8 @@ FORWARDER_CONSUME_ACTIONS = (
     "sqs:ChangeMessageVisibility",
 )
 FORWARDER_LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+#: The canary key is read with ``AwsClients.read_parameters`` (GetParameters), by both functions.
+CANARY_SSM_ACTIONS = ("ssm:GetParameters",)
 
 
 def document(*statements: dict[str, Any]) -> PolicyDocument:
@@ -210,6 +212,7 @@ def forwarder_policy(
     retry_queue_arns: list[str],
     inbound_dlq_arn: str,
     log_group_arn: str,
+    canary_key_parameter_arn: str | None = None,
 ) -> PolicyDocument:
     """The forwarder's whole permission set (DESIGN.md, Security): the OAuth client and exactly the
     configured mailboxes' refresh tokens, the mail under ``inbound/`` (read only), its delivery
@@ -220,7 +223,21 @@ def forwarder_policy(
     SSE-SQS and the bucket SSE-S3, neither of which involves a KMS permission. Metrics go out as
     Embedded Metric Format log lines, so no ``cloudwatch:PutMetricData`` either.
     """
+    canary = (
+        [
+            {
+                # Only to check a message addressed to the canary: its signature, with this key.
+                "Sid": "ReadCanaryKey",
+                "Effect": "Allow",
+                "Action": list(CANARY_SSM_ACTIONS),
+                "Resource": canary_key_parameter_arn,
+            }
+        ]
+        if canary_key_parameter_arn
+        else []
+    )
     return document(
+        *canary,
         {
             # GetParameters too: the runtime reads both values in one call. The expiry
             # parameter (and every other path) stays unreadable.
@@ -488,6 +505,45 @@ def token_monitor_policy(
             "Sid": "WriteOwnLogs",
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_LOG_ACTIONS),
+            "Resource": log_streams_arn(log_group_arn),
+        },
+    )
+
+
+# --- Canary ---------------------------------------------------------------------------------------
+
+CANARY_SEND_ACTIONS = ("ses:SendRawEmail",)
+
+
+def ses_identity_arn(partition: str, region: str, account_id: str, identity: str) -> str:
+    return f"arn:{partition}:ses:{region}:{account_id}:identity/{identity}"
+
+
+def canary_policy(*, key_parameter_arn: str, identity_arn: str, address: str, log_group_arn: str) -> PolicyDocument:
+    """The canary sends one message a day, from and to its own address, and nothing else.
+
+    ``ses:SendRawEmail`` is authorised against the sending identity and, in the SES sandbox, the
+    recipients' identities: the canary's address is on the domain's identity in both roles. The
+    ``ses:FromAddress`` condition keeps the role from sending as anyone else of the domain.
+    """
+    return document(
+        {
+            "Sid": "ReadTheCanaryKey",
+            "Effect": "Allow",
+            "Action": list(CANARY_SSM_ACTIONS),
+            "Resource": key_parameter_arn,
+        },
+        {
+            "Sid": "SendTheCanaryFromItsOwnAddress",
+            "Effect": "Allow",
+            "Action": list(CANARY_SEND_ACTIONS),
+            "Resource": identity_arn,
+            "Condition": {"StringEquals": {"ses:FromAddress": address}},
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": list(FORWARDER_LOG_ACTIONS),
             "Resource": log_streams_arn(log_group_arn),
         },
     )

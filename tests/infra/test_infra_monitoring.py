@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sesmail import names, token_metrics, token_monitor
+from sesmail import canary, names, token_metrics, token_monitor
 from sesmail.infra import log_queries, policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 from sesmail.infra.dashboard import dashboard_body, metric_lines
@@ -180,6 +181,12 @@ def expected_alarms() -> dict[str, dict[str, Any]]:
             GE,
             "notBreaching",
         ),
+        # 26 periods of an hour, all without a canary: missing data is what a broken path produces.
+        names.canary_alarm(ENV): {
+            **alarm(NAMESPACE, "CanaryDelivered", DEFAULT, "Sum", hour, 1, LT, "breaching"),
+            "evaluationPeriods": 26,
+            "datapointsToAlarm": 26,
+        },
     }
 
 
@@ -206,9 +213,12 @@ def test_alarm_settings(example_run: ProgramRun, alarm_name: str, expected: dict
     inputs = example_run.one(ALARM, name=alarm_name).inputs
     actual = {key: inputs.get(key) for key in expected}
     assert actual == expected
-    assert inputs["evaluationPeriods"] == 1
-    assert inputs["datapointsToAlarm"] == 1
+    assert inputs["evaluationPeriods"] == expected.get("evaluationPeriods", 1)
+    assert inputs["datapointsToAlarm"] == expected.get("datapointsToAlarm", 1)
     assert "extendedStatistic" not in inputs
+    # CloudWatch: Period x EvaluationPeriods at most 7 days, and at most a day below an hour's period.
+    total = inputs["period"] * inputs["evaluationPeriods"]
+    assert total <= (604_800 if inputs["period"] >= 3600 else 86_400)
 
 
 def test_every_alarm_notifies_the_alerts_topic_when_it_fires_and_when_it_recovers(example_run: ProgramRun) -> None:
@@ -312,10 +322,17 @@ def test_schedule_runs_the_monitor_every_15_minutes(example_run: ProgramRun) -> 
     assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
     assert "eventPattern" not in rule.inputs
     function = monitor_function(example_run)
-    (target,) = example_run.of_type("aws:cloudwatch/eventTarget:EventTarget")
-    assert target.inputs["rule"] == rule.inputs["name"]
+    (target,) = [
+        t
+        for t in example_run.of_type("aws:cloudwatch/eventTarget:EventTarget")
+        if t.inputs["rule"] == rule.inputs["name"]
+    ]
     assert target.inputs["arn"] == function.state["arn"]
-    (permission,) = example_run.of_type("aws:lambda/permission:Permission")
+    (permission,) = [
+        p
+        for p in example_run.of_type("aws:lambda/permission:Permission")
+        if p.inputs["function"] == names.token_monitor_function(ENV)
+    ]
     assert permission.inputs == {
         "action": "lambda:InvokeFunction",
         "function": names.token_monitor_function(ENV),
@@ -444,13 +461,22 @@ def monitor_and_cli_metrics() -> set[MetricKey]:
 def run_forwarder(world: World, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     """Forwarded, already delivered, dead-lettered, refused and parked mail: every count the forwarder has."""
     capsys.readouterr()
-    token = world.install_token()
+    token = world.install_token(world.google.issue_refresh_token(f"{names.GMAIL_SCOPE} {names.GMAIL_LABELS_SCOPE}"))
     first = world.store_mail("m-forwarded")
     world.handle(world.sqs_event(first))
     world.handle(world.sqs_event(first))
     world.handle({"Records": [sqs_record("not an SES notification", "sqs-bad")]})
     world.google.fail_gmail(403, error_body(403, "Gmail API has not been used in project 1", "accessNotConfigured"))
     world.handle(world.sqs_event(world.store_mail("m-refused")))
+    # The daily canary, recognised and counted for the mailbox.
+    address = names.canary_address("example.com")
+    world.ssm.put_parameter(Name=names.canary_key_parameter(ENV), Value="k" * 43, Type="SecureString")
+    world.cold_start(canary_address=address)
+    _, raw = canary.build_message(address, b"k" * 43, datetime.now(UTC))
+    note = world.store_mail("m-canary", raw)
+    note["receipt"]["recipients"] = [address]
+    note["mail"]["timestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    world.handle(world.sqs_event(note))
     world.google.revoke(token)
     world.google.expire_access_tokens()
     world.handle(world.sqs_event(world.store_mail("m-parked")))
@@ -487,6 +513,7 @@ def published(example_run: ProgramRun, forwarder_lines: list[dict[str, Any]]) ->
         names.METRIC_FAILED,
         names.METRIC_MAILBOX_REFUSED,
         names.METRIC_TOKEN_HOURS,
+        names.METRIC_CANARY_DELIVERED,
     }
     return custom
 
@@ -633,6 +660,7 @@ def test_queries_exist_in_the_stacks_folder_and_read_real_log_groups(example_run
         "ses-mail-test/messages-parked-for-retry",
         "ses-mail-test/failures-by-class",
         "ses-mail-test/message-story",
+        "ses-mail-test/canary-story",
     }
     log_groups = {g.inputs["name"] for g in example_run.of_type(LOG_GROUP)}
     for name, query in saved.items():

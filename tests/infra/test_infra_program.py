@@ -135,6 +135,7 @@ def test_every_resource_belongs_to_a_component(example_run: ProgramRun) -> None:
         "RetryProcessor",
         "TokenMonitor",
         "Monitoring",
+        "Canary",
     }
     orphans = [r.name for r in example_run.custom_resources if r.parent not in components]
     assert orphans == []
@@ -176,7 +177,8 @@ def test_parameters_start_as_placeholders_and_ignore_value_changes(example_run: 
         names.refresh_token_parameter(ENV): "SecureString",
         names.refresh_token_expiry_parameter(ENV): "String",
     }
-    parameters = example_run.of_type(PARAMETER)
+    # The canary's key is not a token parameter: generated once, never a placeholder (tests/test_infra_canary.py).
+    parameters = [p for p in example_run.of_type(PARAMETER) if p.inputs["name"] != names.canary_key_parameter(ENV)]
     assert {p.inputs["name"]: p.inputs["type"] for p in parameters} == expected_types
     for parameter in parameters:
         assert "value" in parameter.ignore_changes, parameter.name
@@ -204,6 +206,7 @@ def test_forwarder_function(example_run: ProgramRun) -> None:
         names.ENV_VAR_INBOUND_DLQ_URL: queue_url(names.inbound_dlq(ENV)),
         names.ENV_VAR_EMAIL_BUCKET: names.email_bucket(ENV, ACCOUNT_ID, REGION),
         names.ENV_VAR_AUTH_FAILURES: "spam",
+        names.ENV_VAR_CANARY_ADDRESS: names.canary_address("example.com"),
     }
     log_group = example_run.one(LOG_GROUP, name=names.lambda_log_group(names.forwarder_function(ENV)))
     assert inputs["loggingConfig"]["logGroup"] == log_group.inputs["name"]

@@ -115,6 +115,7 @@ def test_lists_as_json_or_comma_separated() -> None:
             "retainDays": "90",
             "tokenLifetimeDays": "30",
             "ruleSetName": "company-inbound",
+            "canary": "false",
         },
     )
     assert config.domains == ("example.com", "example.org", "xn--bcher-kva.xn--p1ai")

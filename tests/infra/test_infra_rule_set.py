@@ -44,4 +44,5 @@ def test_configured_recipients_replace_the_domains() -> None:
     run = run_program(
         stack_config(domains=["example.com", "example.org"], recipients=["me@example.com", "example.org"])
     )
-    assert run.one(RULE).inputs["recipients"] == ["me@example.com", "example.org"]
+    # and the canary's address, which the listed ones do not cover
+    assert run.one(RULE).inputs["recipients"] == ["me@example.com", "example.org", names.canary_address("example.com")]
