@@ -3,6 +3,8 @@
 * :class:`SimulatedSes` — a message for one of our domains arrives: SES's receipt rule, read back
   from moto's *active* rule set, runs its S3 action (raw message at ``{prefix}{messageId}``) and
   publishes the notification to the action's topic, as SES does. moto delivers SNS to SQS.
+  :meth:`SimulatedSes.receive_sent` carries what was sent with SES (``SendRawEmail``, which moto
+  only stores) to SES receiving, byte for byte: the canary's way in.
 * :class:`EventSourceMapping` — Lambda's SQS poller, configured from the mapping the program
   declared: batches of ``batchSize``, the SQS event shape, ``ReportBatchItemFailures``.
 * :class:`Scheduler` — EventBridge firing the token monitor's schedule rule (read from moto),
@@ -10,7 +12,11 @@
 * :class:`SimulatedClock` — the week passes in seconds: mail's Date headers and the token
   monitor's "now" come from it.
 * :class:`AlarmView` — moto stores alarms but never evaluates them; this reads the alarm the
-  program created and applies its statistic, period, threshold and operator to the datapoints.
+  program created and applies its statistic, period, threshold and operator to the datapoints
+  (:meth:`AlarmView.reading`: one period; :meth:`AlarmView.evaluate`: its M-of-N rule over its
+  whole range, missing data treated as the alarm says).
+* :func:`put_emf_metrics` — CloudWatch Logs extracting the Embedded Metric Format documents a
+  function printed into metrics (``PutMetricData``), so alarms on them can be read from moto.
 * :class:`E2EFakeGoogle` — the refresh tests' fake Google, plus Gmail failure bursts that start
   after a given number of imports (so they hit the middle of a drain).
 """
@@ -95,14 +101,40 @@ class Arrival:
     notification: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SentMessage:
+    """One message sent with SES's ``SendRawEmail``, as moto stored it."""
+
+    ses_message_id: str
+    source: str
+    #: The envelope recipients (RCPT TO), each address once.
+    destinations: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass
+class Carried:
+    """What :meth:`SimulatedSes.receive_sent` did with the messages sent since last time."""
+
+    sent: list[SentMessage] = field(default_factory=list)
+    #: One per (message, S3 action) SES ran: stored in the bucket, announced on the topic.
+    arrivals: list[Arrival] = field(default_factory=list)
+    #: Sent, but no enabled rule of the active set accepts any of its recipients: SES receives nothing.
+    not_received: list[SentMessage] = field(default_factory=list)
+
+
 class SimulatedSes:
     """What SES does with a message for one of our domains, per the active receipt rule set in moto."""
 
-    def __init__(self, s3: Any, sns: Any, ses: Any, clock: SimulatedClock) -> None:
+    def __init__(self, s3: Any, sns: Any, ses: Any, clock: SimulatedClock, *, account_id: str | None = None) -> None:
         self._s3, self._sns, self._ses, self._clock = s3, sns, ses, clock
+        self._account_id = account_id
+        #: moto's ids of the sent messages already carried (or sent before this SES existed).
+        self._carried: set[str] = {m.id for m in self._sent_by_moto()} if account_id else set()
 
     def active_rules(self) -> list[dict[str, Any]]:
-        return list(self._ses.describe_active_receipt_rule_set()["Rules"])
+        """The active rule set's rules, in order; none when no set is active (SES then receives nothing)."""
+        return list(self._ses.describe_active_receipt_rule_set().get("Rules") or [])
 
     def s3_actions(self, recipient: str) -> list[dict[str, Any]]:
         """The S3 actions of every enabled rule matching ``recipient``, in the set's order."""
@@ -170,6 +202,95 @@ class SimulatedSes:
         """Something else on the notification topic (a malformed notification, a duplicate)."""
         for action in self.s3_actions(recipient):
             self._sns.publish(TopicArn=action["TopicArn"], Subject=SES_NOTIFICATION_SUBJECT, Message=message)
+
+    # --- SES sending -> SES receiving -------------------------------------------------------------
+
+    def receive_sent(self) -> Carried:
+        """The messages sent with ``SendRawEmail`` since the last call reach SES receiving, now (simulated clock).
+
+        moto's ``SendRawEmail`` only stores the message (``ses_backends[account][region].sent_messages``,
+        moto runs in this process); in AWS it goes out to the recipients' MX, which for our own
+        domains is SES receiving. Each message is received per the active rule set exactly as it
+        was sent: the stored object holds the very bytes (``RawMessage.Data``; moto keeps them as
+        the UTF-8 text it decoded), and the envelope recipients are the send's destinations.
+        moto adds the To/Cc/Bcc header addresses to the ``Destinations`` given; each address is
+        named once (the canary names the same address in both). SES assigns the received message
+        its own id. Every enabled rule (in the set's order) that matches a recipient runs its S3
+        actions, listing in ``receipt.recipients`` the recipients it matched. A message no enabled
+        rule accepts (a disabled rule, no active set) is not received: nothing is stored or
+        published, and it is listed in :attr:`Carried.not_received`.
+        """
+        if self._account_id is None:
+            raise AssertionError("this SimulatedSes was made without the account id of moto's SES backend")
+        carried = Carried()
+        for stored in self._sent_by_moto():
+            if stored.id in self._carried:
+                continue
+            self._carried.add(stored.id)
+            raw_data = getattr(stored, "raw_data", None)
+            if not isinstance(raw_data, str):
+                raise AssertionError(f"only SendRawEmail is carried to SES receiving; {stored.id} is a {type(stored)}")
+            message = SentMessage(
+                ses_message_id=stored.id,
+                source=email.utils.parseaddr(stored.source or "")[1],
+                destinations=_envelope(stored.destinations),
+                raw=raw_data.encode("utf-8"),
+            )
+            carried.sent.append(message)
+            arrivals = self._receive_raw(message)
+            carried.arrivals.extend(arrivals)
+            if not arrivals:
+                carried.not_received.append(message)
+        return carried
+
+    def _sent_by_moto(self) -> list[Any]:
+        from moto.ses.models import ses_backends  # the server runs in this process
+
+        assert self._account_id is not None
+        return list(ses_backends[self._account_id][self._ses.meta.region_name].sent_messages)
+
+    def _receive_raw(self, sent: SentMessage) -> list[Arrival]:
+        now = self._clock.now()
+        message_id = f"sent-{uuid.uuid4().hex[:12]}"
+        parsed = email.message_from_bytes(sent.raw)
+        headers = [{"name": name, "value": str(value)} for name, value in parsed.items()]
+        subject = str(parsed.get("Subject", ""))
+        common = {
+            "from": [str(v) for v in parsed.get_all("From") or []],
+            "to": [str(v) for v in parsed.get_all("To") or []],
+            "subject": subject,
+            "messageId": str(parsed.get("Message-ID", "")),
+            "date": str(parsed.get("Date", "")),
+        }
+        arrivals = []
+        for rule in self.active_rules():
+            matched = [r for r in sent.destinations if _matches(rule.get("Recipients") or [], r)]
+            if not rule.get("Enabled") or not matched:
+                continue
+            for action in (a["S3Action"] for a in rule["Actions"] if "S3Action" in a):
+                key = f"{action.get('ObjectKeyPrefix', '')}{message_id}"
+                self._s3.put_object(Bucket=action["BucketName"], Key=key, Body=sent.raw)
+                notification = _notification(message_id, now, action, key, matched[0], sent.source, subject)
+                notification["mail"].update(
+                    destination=list(sent.destinations), headers=headers, commonHeaders=common, source=sent.source
+                )
+                notification["receipt"]["recipients"] = matched
+                if action.get("TopicArn"):
+                    self._sns.publish(
+                        TopicArn=action["TopicArn"], Subject=SES_NOTIFICATION_SUBJECT, Message=json.dumps(notification)
+                    )
+                arrivals.append(Arrival(message_id, sent.raw, action["BucketName"], key, notification))
+        return arrivals
+
+
+def _envelope(destinations: Iterable[str]) -> tuple[str, ...]:
+    """Each address of ``destinations`` once (``Name <a@b>`` is ``a@b``), in the order given."""
+    seen: dict[str, str] = {}
+    for destination in destinations:
+        address = email.utils.parseaddr(destination)[1]
+        if address:
+            seen.setdefault(address.lower(), address)
+    return tuple(seen.values())
 
 
 def _matches(recipients: list[str], address: str) -> bool:
@@ -420,6 +541,164 @@ class AlarmView:
         [datapoint] = datapoints
         value = float(datapoint[alarm["Statistic"]])
         return AlarmReading(value, _OPERATORS[alarm["ComparisonOperator"]](value, float(alarm["Threshold"])))
+
+    def evaluate(self, *, since: datetime | None = None, end: datetime | None = None) -> AlarmEvaluation:
+        """The alarm's own rule over its whole range: ``EvaluationPeriods`` periods ending at ``end``.
+
+        ``end`` defaults to now by the real clock (datapoints carry real timestamps: EMF's, the
+        token monitor's). Each period's statistic is compared with the threshold; a period without
+        datapoints counts as ``TreatMissingData`` says (``breaching``/``notBreaching``; with
+        ``missing``/``ignore`` it is not counted, and a range without any datapoint is
+        ``INSUFFICIENT_DATA``, where ``ignore`` would keep the previous state). ALARM when at
+        least ``DatapointsToAlarm`` periods breach.
+
+        ``since`` (rounded up to a whole second, as CloudWatch windows start on one) leaves out the
+        datapoints before it: the simulated days pass in real seconds, so a range of real hours
+        would also hold the datapoints of the simulated days before. Periods that end by then
+        count as missing, as they would after a real day of silence.
+        """
+        alarm = self.alarm
+        period = timedelta(seconds=int(alarm["Period"]))
+        count = int(alarm["EvaluationPeriods"])
+        needed = int(alarm.get("DatapointsToAlarm") or count)
+        missing = alarm.get("TreatMissingData") or "missing"
+        compare, threshold = _OPERATORS[alarm["ComparisonOperator"]], float(alarm["Threshold"])
+        stop_at, start_at = _ceil_second(end or datetime.now(UTC)), _ceil_second(since) if since else None
+        values: list[float | None] = []
+        for index in range(count):
+            start = stop_at - (count - index) * period
+            stop = start + period
+            if start_at is not None and stop <= start_at:
+                values.append(None)
+                continue
+            start = max(start, start_at) if start_at is not None else start
+            datapoints = self._cloudwatch.get_metric_statistics(
+                Namespace=alarm["Namespace"],
+                MetricName=alarm["MetricName"],
+                Dimensions=alarm.get("Dimensions") or [],
+                StartTime=start,
+                EndTime=stop,
+                Period=alarm["Period"],
+                Statistics=[alarm["Statistic"]],
+            )["Datapoints"]
+            if len(datapoints) > 1:
+                raise AssertionError(f"one period gave {len(datapoints)} datapoints: {datapoints}")
+            values.append(float(datapoints[0][alarm["Statistic"]]) if datapoints else None)
+        present = [v for v in values if v is not None]
+        breaching = sum(1 for v in present if compare(v, threshold))
+        if missing == "breaching":
+            breaching += len(values) - len(present)
+        if breaching >= needed:
+            state = "ALARM"
+        elif present or missing in ("breaching", "notBreaching"):
+            state = "OK"
+        else:
+            state = "INSUFFICIENT_DATA"
+        return AlarmEvaluation(tuple(values), breaching, needed, state)
+
+
+@dataclass(frozen=True)
+class AlarmEvaluation:
+    """:meth:`AlarmView.evaluate`: each period's value (oldest first, None: no datapoint) and the verdict."""
+
+    values: tuple[float | None, ...]
+    breaching_periods: int
+    datapoints_to_alarm: int
+    state: str
+
+    @property
+    def breaching(self) -> bool:
+        return self.state == "ALARM"
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
+
+
+# --- CloudWatch Logs: Embedded Metric Format --------------------------------------------------------
+
+
+@dataclass
+class EmfExtraction:
+    """What :func:`put_emf_metrics` found: the datapoints it put, per namespace, and what it could not read."""
+
+    datapoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def latest(self) -> datetime | None:
+        return max((d["Timestamp"] for _, d in self.datapoints), default=None)
+
+
+def put_emf_metrics(cloudwatch: Any, output: str) -> EmfExtraction:
+    """CloudWatch Logs' metric extraction from a function's log output: ``PutMetricData`` per EMF document.
+
+    In Lambda, stdout goes to CloudWatch Logs, which turns each Embedded Metric Format document
+    (a JSON line with ``_aws.CloudWatchMetrics``) into metrics: for every directive, every
+    dimension set and every metric, a datapoint in the directive's namespace named by the
+    metric, valued by the document's member of that name (a number, or a list of them), with
+    the dimension set's members as dimensions, at ``_aws.Timestamp`` (ms since the epoch).
+    A document that does not follow the specification yields no metrics (CloudWatch keeps it
+    as a log line only); it is listed in :attr:`EmfExtraction.rejected`.
+    """
+    extraction = EmfExtraction()
+    for line in output.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(document, dict) or "_aws" not in document:
+            continue
+        try:
+            extraction.datapoints.extend(_emf_datapoints(document))
+        except (ValueError, KeyError, TypeError) as exc:
+            extraction.rejected.append(f"{type(exc).__name__}: {exc}: {line[:200]}")
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for namespace, datum in extraction.datapoints:
+        by_namespace.setdefault(namespace, []).append(datum)
+    for namespace, data in by_namespace.items():
+        for start in range(0, len(data), 20):
+            cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + 20])
+    return extraction
+
+
+def _emf_datapoints(document: Any) -> list[tuple[str, dict[str, Any]]]:
+    metadata = document["_aws"]
+    timestamp = metadata["Timestamp"]
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        raise TypeError(f"_aws.Timestamp {timestamp!r} is not milliseconds since the epoch")
+    moment = datetime.fromtimestamp(timestamp / 1000, UTC)
+    found: list[tuple[str, dict[str, Any]]] = []
+    for directive in metadata["CloudWatchMetrics"]:
+        namespace = directive["Namespace"]
+        for dimension_set in directive.get("Dimensions") or [[]]:
+            dimensions = [{"Name": name, "Value": _dimension_value(document, name)} for name in dimension_set]
+            for metric in directive["Metrics"]:
+                name = metric["Name"]
+                value = document[name]
+                for number in value if isinstance(value, list) else [value]:
+                    if isinstance(number, bool) or not isinstance(number, (int, float)):
+                        raise TypeError(f"metric {name} has the value {number!r}, not a number")
+                    datum: dict[str, Any] = {
+                        "MetricName": name,
+                        "Dimensions": dimensions,
+                        "Timestamp": moment,
+                        "Value": float(number),
+                        "Unit": metric.get("Unit", "None"),
+                    }
+                    if "StorageResolution" in metric:
+                        datum["StorageResolution"] = int(metric["StorageResolution"])
+                    found.append((namespace, datum))
+    return found
+
+
+def _dimension_value(document: dict[str, Any], name: str) -> str:
+    value = document[name]
+    if not isinstance(value, str):
+        raise TypeError(f"dimension {name} has the value {value!r}, not a string")
+    return value
 
 
 # --- Google --------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The deployed system and everything around it, as one object the scenarios drive.
 
-Only edges are driven: SES (mail arrives), Lambda's SQS poller, EventBridge's schedule, Google
+Only edges are driven: SES (mail arrives; what was sent with SES comes back in), Lambda's SQS
+poller, EventBridge's schedule, CloudWatch Logs (the handlers' EMF lines become metrics), Google
 (revocations, failures) and the operator's terminal (the refresh CLI as a subprocess with a
 browser). Everything in between is the product: the handlers from the deployed archive, the
 state machine the program defined, the queues, topics and parameters the program created.
@@ -22,6 +23,7 @@ import boto3
 import pytest
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
+import sesmail.canary
 import sesmail.token_monitor
 from sesmail import names
 from tests.conftest import atomic_s3_conditional_writes
@@ -30,10 +32,12 @@ from tests.e2e.edges import (
     AlarmReading,
     AlarmView,
     E2EFakeGoogle,
+    EmfExtraction,
     EventSourceMapping,
     Scheduler,
     SimulatedClock,
     SimulatedSes,
+    put_emf_metrics,
 )
 from tests.e2e.lambda_runtime import LambdaRuntime
 from tests.e2e.moto_server import InProcessMotoServer
@@ -73,6 +77,8 @@ class System:
     _last_token_metric: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
     #: Where the last token monitor run's datapoints begin (for readings that span several publishers).
     last_monitor_window: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
+    #: The newest datapoint :meth:`ship_metrics` put (EMF timestamps are real time).
+    _last_shipped_metric: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
 
     # --- AWS, as anyone with the account's credentials sees it ----------------------------------
 
@@ -158,10 +164,27 @@ class System:
     def expiring_alarm(self, mailbox: str = names.DEFAULT_MAILBOX) -> AlarmView:
         return AlarmView(self.client("cloudwatch"), names.token_expiring_alarm(ENV, mailbox))
 
+    def canary_alarm(self, mailbox: str = names.DEFAULT_MAILBOX) -> AlarmView:
+        return AlarmView(self.client("cloudwatch"), names.canary_alarm(ENV, mailbox))
+
+    def ship_metrics(self, output: str) -> EmfExtraction:
+        """CloudWatch Logs extracts the EMF lines of the handlers' ``output`` into metrics in moto.
+
+        Pass each captured output once (``capfd.readouterr()`` hands out each line once): a line
+        shipped twice would count twice, as a log line written twice would in CloudWatch.
+        """
+        extraction = put_emf_metrics(self.client("cloudwatch"), output)
+        latest = extraction.latest()
+        if latest is not None:
+            self._last_shipped_metric = max(self._last_shipped_metric, latest)
+        return extraction
+
     def fresh_metric_window(self) -> datetime:
-        """A window start after the last token datapoint: CloudWatch windows start on a whole second,
-        so this waits for the next second when the last datapoint is in the current one."""
-        boundary = self._last_token_metric.replace(microsecond=0) + timedelta(seconds=1)
+        """A window start after the last datapoint (the token metrics, the EMF lines shipped): CloudWatch
+        windows start on a whole second, so this waits for the next second when the last datapoint is
+        in the current one."""
+        last = max(self._last_token_metric, self._last_shipped_metric)
+        boundary = last.replace(microsecond=0) + timedelta(seconds=1)
         wait = (boundary - datetime.now(UTC)).total_seconds()
         if wait > 0:
             time.sleep(wait)
@@ -217,13 +240,15 @@ def start_system(
     deployment = deploy(server.url, config)
     clock = SimulatedClock()
     monkeypatch.setattr(sesmail.token_monitor, "datetime", clock.datetime_class())
+    monkeypatch.setattr(sesmail.canary, "datetime", clock.datetime_class())  # the canary signs its send time
 
     def client(service: str) -> Any:
         return boto3.client(service, endpoint_url=server.url, region_name=REGION, **CREDENTIALS)
 
     lambda_client = client("lambda")
     runtime.export_environment(lambda_client, monkeypatch)
-    ses = SimulatedSes(client("s3"), client("sns"), client("ses"), clock)
+    account_id = client("sts").get_caller_identity()["Account"]
+    ses = SimulatedSes(client("s3"), client("sns"), client("ses"), clock, account_id=account_id)
     ses.announce_topics()
     inbound = EventSourceMapping(deployment.one(ESM_TYPE).inputs, client("sqs"), lambda_client)
     client_secret_file = tmp_path / "client_secret.json"
