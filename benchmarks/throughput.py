@@ -101,7 +101,7 @@ BEFORE = "tag record (before claims)"
 VARIANTS = {CURRENT: "claims", BEFORE: "tag"}
 
 
-def _tag_based_deliver_once(self: Any, note: Any, holder: str, deadline: float) -> Any:
+def _tag_based_deliver_once(self: Any, note: Any, holder: str, deadline: float, labels: Any = None) -> Any:
     """``Deliverer._deliver_once`` as it was before claims (git history), for comparison only."""
     from sesmail.delivery import Delivery, recorded_gmail_id
     from sesmail.gmail import labels_for
