@@ -343,7 +343,8 @@ class Forwarder:
                 return self._dead_letter(dlq_body, error, invocation, {"sesMessageId": note.message_id})
             invocation.counts[names.METRIC_FAILED] += 1
             log.warning(
-                "could not tell whether this is the canary", extra={"event": "delivery.failed", "reason": error.reason}
+                "could not tell whether this is the canary; leaving the message for SQS to redeliver",
+                extra={"event": "delivery.failed", "failureClass": error.failure_class.value, "reason": error.reason},
             )
             return False
         # The canary goes to every mailbox, whoever it is addressed to: it proves each one's path.
