@@ -22,10 +22,7 @@ PACKAGES = ("handlers", "sesmail")
 #: imports every handler from the archive alone, so a handler needing an excluded module fails there.
 EXCLUDED = (
     PurePosixPath("sesmail/infra"),
-    *(
-        PurePosixPath(f"sesmail/{module}.py")
-        for module in ("refresh", "refresh_args", "refresh_errors", "oauth_flow")
-    ),
+    *(PurePosixPath(f"sesmail/{module}.py") for module in ("refresh", "refresh_args", "refresh_errors", "oauth_flow")),
     # The phone renewal page (issue 17) is built and tested but not deployed yet: no function runs
     # it. It ships with the function that will, in that function's own archive.
     PurePosixPath("sesmail/renewal"),

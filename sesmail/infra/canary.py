@@ -19,7 +19,7 @@ from sesmail import names
 from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
 from sesmail.infra.context import AwsContext
-from sesmail.infra.lambda_package import FunctionSpec, python_function
+from sesmail.infra.lambda_package import FunctionSpec, on_schedule, python_function
 from sesmail.infra.tokens import SSM_MANAGED_KEY
 
 #: Bytes of randomness in the canary key (256 bits, HMAC-SHA256's own strength).
@@ -57,7 +57,6 @@ class Canary(pulumi.ComponentResource):
     ) -> None:
         super().__init__("sesmail:infra:Canary", name, None, opts)
         self.address = address
-        child = pulumi.ResourceOptions(parent=self)
         self.key = aws.ssm.Parameter(
             f"{name}-key",
             name=names.canary_key_parameter(env),
@@ -99,26 +98,13 @@ class Canary(pulumi.ComponentResource):
             tags=tags,
             archive_root=archive_root,
         )
-        self.schedule = aws.cloudwatch.EventRule(
-            f"{name}-schedule",
-            name=names.canary_schedule_rule(env),
+        self.schedule, self.permission, self.target = on_schedule(
+            name,
+            self.function,
+            rule_name=names.canary_schedule_rule(env),
+            expression=names.CANARY_SCHEDULE,
             description=f"ses-mail {env}: send the daily canary",
-            schedule_expression=names.CANARY_SCHEDULE,
-            tags=dict(tags),
-            opts=child,
-        )
-        self.permission = aws.lambda_.Permission(
-            f"{name}-invoke-permission",
-            action="lambda:InvokeFunction",
-            function=self.function.name,
-            principal=policies.EVENTS_PRINCIPAL,
-            source_arn=self.schedule.arn,
-            opts=child,
-        )
-        self.target = aws.cloudwatch.EventTarget(
-            f"{name}-target",
-            rule=self.schedule.name,
-            arn=self.function.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.permission]),
+            parent=self,
+            tags=tags,
         )
         self.register_outputs({"functionName": self.function.name, "keyParameter": self.key.name})

@@ -124,3 +124,48 @@ def python_function(
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[log_group, role_policy]),
     )
     return PythonFunction(log_group, role, role_policy, function)
+
+
+class Schedule(NamedTuple):
+    """An EventBridge rule that runs a function, the permission for exactly that rule, and the target."""
+
+    rule: aws.cloudwatch.EventRule
+    permission: aws.lambda_.Permission
+    target: aws.cloudwatch.EventTarget
+
+
+def on_schedule(
+    name: str,
+    function: aws.lambda_.Function,
+    *,
+    rule_name: str,
+    expression: str,
+    description: str,
+    parent: pulumi.Resource,
+    tags: Mapping[str, str],
+) -> Schedule:
+    """Run ``function`` on ``expression``; only this rule may invoke it (``source_arn``), no other rule."""
+    child = pulumi.ResourceOptions(parent=parent)
+    rule = aws.cloudwatch.EventRule(
+        f"{name}-schedule",
+        name=rule_name,
+        description=description,
+        schedule_expression=expression,
+        tags=dict(tags),
+        opts=child,
+    )
+    permission = aws.lambda_.Permission(
+        f"{name}-invoke-permission",
+        action="lambda:InvokeFunction",
+        function=function.name,
+        principal=policies.EVENTS_PRINCIPAL,
+        source_arn=rule.arn,
+        opts=child,
+    )
+    target = aws.cloudwatch.EventTarget(
+        f"{name}-target",
+        rule=rule.name,
+        arn=function.arn,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[permission]),
+    )
+    return Schedule(rule, permission, target)

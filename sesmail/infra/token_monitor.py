@@ -13,7 +13,7 @@ from sesmail import names
 from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
 from sesmail.infra.context import AwsContext
-from sesmail.infra.lambda_package import FunctionSpec, python_function
+from sesmail.infra.lambda_package import FunctionSpec, on_schedule, python_function
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
 from sesmail.mailboxes import MailboxTable
@@ -71,7 +71,6 @@ class TokenMonitor(pulumi.ComponentResource):
                 f"the token monitor serves mailbox(es) {', '.join(missing)} without token parameters or a "
                 "retry queue: give Tokens and Retry the same mailboxes"
             )
-        child = pulumi.ResourceOptions(parent=self)
         # Named, not taken from the RetryProcessor: the monitor needs nothing of it but its ARN, so
         # the two components stay independent (RetryProcessor derives the same ARN the same way).
         machine_arn = names.state_machine_arn(env, aws_context.region, aws_context.account_id, aws_context.partition)
@@ -117,27 +116,13 @@ class TokenMonitor(pulumi.ComponentResource):
             tags=tags,
             archive_root=archive_root,
         )
-        self.schedule = aws.cloudwatch.EventRule(
-            f"{name}-schedule",
-            name=names.token_monitor_schedule_rule(env),
+        self.schedule, self.permission, self.target = on_schedule(
+            name,
+            self.function,
+            rule_name=names.token_monitor_schedule_rule(env),
+            expression=names.TOKEN_MONITOR_SCHEDULE,
             description=f"ses-mail {env}: run the token monitor",
-            schedule_expression=names.TOKEN_MONITOR_SCHEDULE,
-            tags=dict(tags),
-            opts=child,
-        )
-        # Only this rule may invoke the function (source_arn), not any rule of any account.
-        self.permission = aws.lambda_.Permission(
-            f"{name}-invoke-permission",
-            action="lambda:InvokeFunction",
-            function=self.function.name,
-            principal=policies.EVENTS_PRINCIPAL,
-            source_arn=self.schedule.arn,
-            opts=child,
-        )
-        self.target = aws.cloudwatch.EventTarget(
-            f"{name}-target",
-            rule=self.schedule.name,
-            arn=self.function.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.permission]),
+            parent=self,
+            tags=tags,
         )
         self.register_outputs({"functionName": self.function.name, "scheduleRule": self.schedule.name})
