@@ -111,6 +111,9 @@ class RefreshToken:
     created_at: datetime
     expires_at: datetime | None
     scopes: tuple[str, ...] = (names.GMAIL_SCOPE,)
+    #: The OAuth client the token belongs to (DESIGN.md, "Values stored in SSM"): a refresh token
+    #: works only with the client that obtained it. None (and absent from the record): the installed client.
+    client_id: str | None = None
 
     @classmethod
     def issued_now(
@@ -142,19 +145,21 @@ class RefreshToken:
                 created_at=_parse_iso(data.get("created_at")) or datetime.fromtimestamp(0, UTC),
                 expires_at=_parse_iso(data.get("expires_at")),
                 scopes=tuple(data.get("scopes") or (names.GMAIL_SCOPE,)),
+                client_id=str(data["client_id"]) if data.get("client_id") else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RefreshTokenError(f"the stored refresh token is unreadable ({type(exc).__name__}); {fix}") from None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "token": self.token,
-                "created_at": _iso(self.created_at),
-                "expires_at": _iso(self.expires_at),
-                "scopes": list(self.scopes),
-            }
-        )
+        record: dict[str, Any] = {
+            "token": self.token,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "scopes": list(self.scopes),
+        }
+        if self.client_id:
+            record["client_id"] = self.client_id
+        return json.dumps(record)
 
     def expiry(self) -> TokenExpiry:
         return TokenExpiry(self.created_at, self.expires_at)
@@ -213,6 +218,26 @@ class AccessToken:
     minted_now: bool = False
 
 
+def post_to_token_endpoint(
+    http: HttpClient, client: ClientConfig, grant: Mapping[str, str], *, timeout: float
+) -> Response:
+    """POST ``grant`` and the client's credentials, form-encoded, to the client JSON's ``token_uri``.
+
+    The one request shape of both grants: minting (``refresh_token``) and the renewal page's code
+    exchange (``authorization_code``). Transport errors propagate for the caller to classify.
+    """
+    form = urllib.parse.urlencode(
+        {"client_id": client.client_id, "client_secret": client.client_secret, **grant}
+    ).encode()
+    return http.request(
+        "POST",
+        client.token_uri,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        body=form,
+        timeout=timeout,
+    )
+
+
 def mint_access_token(
     http: HttpClient,
     client: ClientConfig,
@@ -221,22 +246,9 @@ def mint_access_token(
     clock: Callable[[], float] = time.monotonic,
 ) -> AccessToken:
     """Exchange the refresh token for an access token at the client JSON's ``token_uri``."""
-    form = urllib.parse.urlencode(
-        {
-            "client_id": client.client_id,
-            "client_secret": client.client_secret,
-            "refresh_token": refresh_token,
-            "grant_type": "refresh_token",
-        }
-    ).encode()
+    grant = {"refresh_token": refresh_token, "grant_type": "refresh_token"}
     try:
-        response = http.request(
-            "POST",
-            client.token_uri,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            body=form,
-            timeout=TOKEN_TIMEOUT_SECONDS,
-        )
+        response = post_to_token_endpoint(http, client, grant, timeout=TOKEN_TIMEOUT_SECONDS)
     except Exception as exc:
         raise classify(exc) from None
     if response.status != 200:

@@ -15,15 +15,13 @@ exception, so each caller words it its own way) and the token monitor covers for
 
 The stored record names the OAuth client that minted the token (``client_id``, DESIGN.md "Values
 stored in SSM"): a refresh token only works with its own client, and the page's tokens belong to
-the web client, the CLI's to the installed one. :class:`ClientBoundToken` writes it until
-``sesmail.tokens.RefreshToken`` has the field itself.
+the web client, the CLI's to the installed one.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,31 +39,11 @@ class ClientSource(Protocol):
     def get(self, service: str) -> Any: ...
 
 
-@dataclass(frozen=True)
-class ClientBoundToken(RefreshToken):
-    """A refresh token whose stored JSON names the OAuth client it belongs to.
-
-    Interim: remove once ``RefreshToken`` carries ``client_id`` (and writes and reads it) itself.
-    """
-
-    client_id: str | None = None
-
-    def to_json(self) -> str:
-        record = json.loads(super().to_json())
-        if self.client_id:
-            record["client_id"] = self.client_id
-        return json.dumps(record)
-
-
 def bind_client(proven: ProvenToken) -> ProvenToken:
     """``proven`` with a token that records the client that proved it (unless it already does)."""
-    token = proven.token
-    if getattr(token, "client_id", None):
+    if proven.token.client_id:
         return proven
-    bound = ClientBoundToken(
-        token.token, token.created_at, token.expires_at, token.scopes, client_id=proven.client.client_id
-    )
-    return ProvenToken(bound, proven.client)
+    return ProvenToken(replace(proven.token, client_id=proven.client.client_id), proven.client)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sesmail.renewal.cookies import (
     pkce_challenge,
     pkce_verifier,
 )
-from sesmail.renewal.finish import ClientBoundToken, Renewal, bind_client, complete_renewal
+from sesmail.renewal.finish import Renewal, bind_client, complete_renewal
 from sesmail.renewal.google import (
     REFUSED_AUDIENCE,
     REFUSED_EXPIRED,
@@ -323,9 +323,11 @@ def _proven() -> ProvenToken:
 def test_the_stored_record_names_its_client() -> None:
     bound = bind_client(_proven())
 
-    assert isinstance(bound.token, ClientBoundToken)
+    assert bound.token.client_id == "client-1"
     assert json.loads(bound.token.to_json())["client_id"] == "client-1"
+    assert RefreshToken.from_json(bound.token.to_json()).client_id == "client-1"  # read back as stored
     assert bind_client(bound) is bound
+    assert "client_id" not in json.loads(_proven().token.to_json())  # unbound: the installed client
 
 
 class _Clients:
