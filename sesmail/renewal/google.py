@@ -23,7 +23,7 @@ from sesmail.errors import TransientError, classify
 from sesmail.http import HttpClient
 from sesmail.identity import IdentityClaims, IdTokenError
 from sesmail.log import register_secret
-from sesmail.tokens import ClientConfig
+from sesmail.tokens import ClientConfig, post_to_token_endpoint
 
 EXCHANGE_TIMEOUT_SECONDS = 10.0
 #: Allowance for the clocks of Google and the Lambda host when judging an id token's ``exp``.
@@ -106,24 +106,14 @@ def exchange_code(
     timeout: float = EXCHANGE_TIMEOUT_SECONDS,
 ) -> CodeGrant:
     """POST the code to ``token_uri``; :class:`ExchangeFailed` for anything but a grant with a refresh token."""
-    form = urllib.parse.urlencode(
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "client_id": client.client_id,
-            "client_secret": client.client_secret,
-            "code_verifier": verifier,
-        }
-    ).encode()
+    grant = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": verifier,
+    }
     try:
-        response = http.request(
-            "POST",
-            client.token_uri,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            body=form,
-            timeout=timeout,
-        )
+        response = post_to_token_endpoint(http, client, grant, timeout=timeout)
     except Exception as exc:
         transient = isinstance(classify(exc), TransientError)
         reason = f"the token endpoint could not be reached ({type(exc).__name__})"
