@@ -261,6 +261,63 @@ def canary_schedule_rule(env: str) -> str:
     return f"{PROJECT}-canary-schedule-{check_env(env)}"
 
 
+# --- The renewal page (DESIGN.md "Renewing from a phone") --------------------------------------------
+
+RENEWAL_HANDLER = "handlers.renewal.handler"
+RENEWAL_TIMEOUT_SECONDS = 30
+RENEWAL_MEMORY_MB = 256
+RENEWAL_LOG_RETENTION_DAYS = 90
+#: A person renews a token once a week: two at once is plenty, and it caps what anyone hammering
+#: the public URL can cost (Lambda answers 429 beyond it) without touching the account's pool.
+RENEWAL_RESERVED_CONCURRENCY = 2
+#: The default mailbox's Gmail address (stack config ``gmailAddress``), for a stack without
+#: ``ses-mail:mailboxes`` (``MAILBOXES`` then is not set and the table is the one ``default``).
+ENV_VAR_GMAIL_ADDRESS = "GMAIL_ADDRESS"
+#: Optional: the page's own base URL, ending in ``/`` (default ``https://{requestContext.domainName}/``).
+#: For a custom domain in front of the function URL, and for tests on plain-http loopback.
+ENV_VAR_RENEWAL_BASE_URL = "RENEWAL_BASE_URL"
+#: The stack's ``tokenLifetimeDays`` (the refresh token's lifetime when Google does not send one;
+#: 0 = no expiry), as the CLI's ``--lifetime-days``.
+ENV_VAR_TOKEN_LIFETIME_DAYS = "TOKEN_LIFETIME_DAYS"
+#: Paths of the page. Google redirects to ``{renewalUrl}callback``: the redirect URI to register.
+RENEWAL_START_PATH = "/"
+RENEWAL_CALLBACK_PATH = "/callback"
+RENEWAL_RESULT_PATH = "/done"
+#: ``source`` of the page's audit records and ``trigger`` of the drains it starts.
+RENEWAL_SOURCE = "renewal-page"
+#: The audit record of a consent the page refused (another account, a foreign or expired id token).
+AUDIT_ACTION_RENEWAL_REFUSED = "refresh-token.renewal-refused"
+
+
+def renewal_function(env: str) -> str:
+    return f"{PROJECT}-renewal-{check_env(env)}"
+
+
+def renewal_role(env: str) -> str:
+    return f"{PROJECT}-renewal-role-{check_env(env)}"
+
+
+def web_client_credentials_parameter(env: str) -> str:
+    """The renewal page's "Web application" OAuth client JSON (SecureString, ``{"web": {...}}``)."""
+    return f"{parameter_prefix(env)}/web-client-credentials"
+
+
+def renewal_secret_parameter(env: str) -> str:
+    """The renewal page's signing secret (SecureString; random, generated once by ``pulumi up``)."""
+    return f"/{PROJECT}/{check_env(env)}/gmail-forwarder/renewal-secret"
+
+
+def renewal_redirect_uri(renewal_url: str) -> str:
+    """The redirect URI to register for the web client: the callback under ``renewalUrl``."""
+    return renewal_url.rstrip("/") + RENEWAL_CALLBACK_PATH
+
+
+def renewal_link(renewal_url: str, mailbox: str) -> str:
+    """The link in a token alarm's description: opens the page's consent for ``mailbox``."""
+    base = renewal_url if renewal_url.endswith("/") else renewal_url + "/"
+    return f"{base}?mailbox={check_mailbox(mailbox)}"
+
+
 def canary_alarm(env: str, mailbox: str = DEFAULT_MAILBOX) -> str:
     """CanaryDelivered < 1 for CANARY_ALARM_HOURS, missing data breaching: the path is broken somewhere."""
     return per_mailbox(f"{PROJECT}-canary-missing", env, mailbox)

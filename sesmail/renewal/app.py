@@ -52,16 +52,10 @@ from sesmail.renewal.cookies import (
 )
 from sesmail.renewal.finish import ClientSource, Completion, Renewal, complete_renewal
 from sesmail.renewal.settings import (
-    AUDIT_ACTION_RENEWAL_REFUSED,
-    AUDIT_SOURCE,
-    CALLBACK_PATH,
     FLOW_COOKIE,
     FLOW_LIFETIME_SECONDS,
     RESULT_COOKIE,
     RESULT_LIFETIME_SECONDS,
-    RESULT_PATH,
-    RETRY_TRIGGER,
-    START_PATH,
     NotConfigured,
     Secrets,
     Settings,
@@ -161,11 +155,11 @@ class RenewalApp:
         try:
             if request.method != "GET":
                 return self._reject(request, 405, "method", _page_method(), Allow="GET")
-            if request.path == START_PATH:
+            if request.path == names.RENEWAL_START_PATH:
                 return self._start(request)
-            if request.path == CALLBACK_PATH:
+            if request.path == names.RENEWAL_CALLBACK_PATH:
                 return self._callback(request)
-            if request.path == RESULT_PATH:
+            if request.path == names.RENEWAL_RESULT_PATH:
                 return self._done(request)
             return self._reject(request, 404, "path", _page_not_found())
         except _Refusal as refusal:
@@ -247,7 +241,7 @@ class RenewalApp:
         return f"https://{request.domain}/"
 
     def _redirect_uri(self, request: Request, secrets: Secrets) -> str:
-        uri = self._base_url(request) + CALLBACK_PATH.lstrip("/")
+        uri = self._base_url(request) + names.RENEWAL_CALLBACK_PATH.lstrip("/")
         if secrets.client.redirect_uris and uri not in secrets.client.redirect_uris:
             log.warning(
                 "the web client JSON does not list this redirect URI; Google will answer redirect_uri_mismatch "
@@ -351,7 +345,7 @@ class RenewalApp:
         renewal = Renewal(
             env=self.settings.env,
             mailbox=mailbox.name,
-            source=AUDIT_SOURCE,
+            source=names.RENEWAL_SOURCE,
             who=account or "unknown",
             google_account=account,
             lifetime_source=lifetime_source,
@@ -359,7 +353,11 @@ class RenewalApp:
         )
         try:
             completion = complete_renewal(
-                self._aws, proven, renewal, state_machine_arn=self.settings.state_machine_arn, trigger=RETRY_TRIGGER
+                self._aws,
+                proven,
+                renewal,
+                state_machine_arn=self.settings.state_machine_arn,
+                trigger=names.RENEWAL_SOURCE,
             )
         except StoreFailed as exc:
             reason = f"storing failed ({_describe(exc.cause)}); unrestored: {', '.join(exc.unrestored) or 'none'}"
@@ -427,14 +425,14 @@ class RenewalApp:
             extra={"event": "renewal.refused", "mailbox": flow.mailbox, "reason": problem, "googleAccount": account},
         )
         record = {
-            "action": AUDIT_ACTION_RENEWAL_REFUSED,
+            "action": names.AUDIT_ACTION_RENEWAL_REFUSED,
             "who": account or "unknown",
             "google_account": account,
             "email_verified": claims.email_verified if claims is not None else None,
             "issuer": claims.issuer if claims is not None else None,
             "env": self.settings.env,
             "mailbox": flow.mailbox,
-            "source": AUDIT_SOURCE,
+            "source": names.RENEWAL_SOURCE,
             "reason": problem,
             "client_id": client_id,
             "when": iso_utc(datetime.fromtimestamp(self._clock(), UTC)),
@@ -466,7 +464,7 @@ class RenewalApp:
         """303 to /done, the flow cookie cleared and the outcome in a signed cookie (never in the URL)."""
         sealed = CookieSigner(self._secrets.get().secret).seal(RESULT_COOKIE, result.to_payload())
         return redirect(
-            RESULT_PATH,
+            names.RENEWAL_RESULT_PATH,
             cookies=[clear_cookie(FLOW_COOKIE), set_cookie(RESULT_COOKIE, sealed, RESULT_LIFETIME_SECONDS)],
         )
 
@@ -538,7 +536,11 @@ def _start_link(mailbox: str | None) -> str:
         name = names.check_mailbox(mailbox or names.DEFAULT_MAILBOX)
     except ValueError:
         name = names.DEFAULT_MAILBOX
-    return START_PATH if name == names.DEFAULT_MAILBOX else f"{START_PATH}?mailbox={quote(name)}"
+    return (
+        names.RENEWAL_START_PATH
+        if name == names.DEFAULT_MAILBOX
+        else f"{names.RENEWAL_START_PATH}?mailbox={quote(name)}"
+    )
 
 
 def console_execution_url(execution_arn: str) -> str | None:
@@ -581,7 +583,7 @@ def result_page(result: Result, depth: int | None) -> pages.Page:
         console = console_execution_url(result.execution_arn) if result.execution_arn else None
         if console:
             links.append(pages.Link("Watch the delivery (Step Functions console)", console))
-        links.append(pages.Link("Check again", RESULT_PATH))
+        links.append(pages.Link("Check again", names.RENEWAL_RESULT_PATH))
         return pages.Page(f"{_TITLE}: renewed", "Gmail token renewed", paragraphs, pages.TONE_GOOD, facts, links)
     if result.outcome == OUTCOME_DENIED:
         facts.append(("Outcome", "consent denied"))

@@ -1,8 +1,4 @@
-"""Names, environment and SSM parameters of the renewal page.
-
-The constants and name functions here belong in ``sesmail.names`` (every name typed once); they
-live here until they move, and the Pulumi program should import them from wherever they end up.
-"""
+"""The renewal page's own constants, its environment and its SSM secrets."""
 
 from __future__ import annotations
 
@@ -17,29 +13,9 @@ from sesmail.log import register_secret
 from sesmail.mailboxes import MailboxTable
 from sesmail.tokens import ClientConfig, ClientConfigError
 
-# --- names (to move to sesmail.names) --------------------------------------------------------------
-
-RENEWAL_HANDLER = "handlers.renewal.handler"
-#: The default mailbox's Gmail address (stack config ``gmailAddress``), for a stack without
-#: ``ses-mail:mailboxes`` (``MAILBOXES`` then is not set and the table is the one ``default``).
-ENV_VAR_GMAIL_ADDRESS = "GMAIL_ADDRESS"
-#: Optional: the page's own base URL, ending in ``/`` (default ``https://{requestContext.domainName}/``).
-#: For a custom domain in front of the function URL, and for tests on plain-http loopback.
-ENV_VAR_RENEWAL_BASE_URL = "RENEWAL_BASE_URL"
-#: Optional: the stack's ``tokenLifetimeDays`` (the refresh token's lifetime when Google does not
-#: send one; 0 = no expiry), as the CLI's ``--lifetime-days``.
-ENV_VAR_TOKEN_LIFETIME_DAYS = "TOKEN_LIFETIME_DAYS"
-
-#: Paths. The redirect URI to register for the web client is ``{renewalUrl}callback``.
-START_PATH = "/"
-CALLBACK_PATH = "/callback"
-RESULT_PATH = "/done"
-
-#: ``source`` of the audit records, ``trigger`` of the retry-processor executions it starts.
-AUDIT_SOURCE = "renewal-page"
-RETRY_TRIGGER = "renewal-page"
-#: The audit record of a consent the page refused (another account, a foreign or expired id token).
-AUDIT_ACTION_RENEWAL_REFUSED = "refresh-token.renewal-refused"
+# --- names ------------------------------------------------------------------------------------------
+# The public ones (function, parameters, environment variables, paths, audit names) live in
+# ``sesmail.names`` with every other name; these are the page's own.
 
 #: Cookie names. ``__Host-``: browsers accept them only with ``Secure``, ``Path=/`` and no ``Domain``.
 FLOW_COOKIE = "__Host-sesmail-renewal"
@@ -53,20 +29,6 @@ MIN_SECRET_CHARS = 32
 #: SSM values are read once per warm container and again after this (a rotated secret or a
 #: re-uploaded client JSON takes effect within it).
 PARAMETER_CACHE_SECONDS = 300.0
-
-
-def renewal_function(env: str) -> str:
-    return f"{names.PROJECT}-renewal-{names.check_env(env)}"
-
-
-def web_client_credentials_parameter(env: str) -> str:
-    """The "Web application" OAuth client JSON (SecureString, ``{"web": {...}}``)."""
-    return f"{names.parameter_prefix(env)}/web-client-credentials"
-
-
-def renewal_secret_parameter(env: str) -> str:
-    """The renewal page's signing secret (SecureString; random, generated once by ``pulumi up``)."""
-    return f"/{names.PROJECT}/{names.check_env(env)}/gmail-forwarder/renewal-secret"
 
 
 # --- configuration from the environment ------------------------------------------------------------
@@ -101,15 +63,15 @@ class Settings:
             except ValueError as exc:
                 raise NotConfigured(f"{exc}: deploy the renewal page with the Pulumi program") from None
         else:
-            address = environ.get(ENV_VAR_GMAIL_ADDRESS, "").strip()
+            address = environ.get(names.ENV_VAR_GMAIL_ADDRESS, "").strip()
             table = MailboxTable.single(gmail_address=address or None)
         return cls(
             env=env,
             mailboxes=table,
             retry_queue_url=environ.get(names.ENV_VAR_RETRY_QUEUE_URL, "").strip() or None,
             state_machine_arn=environ.get(names.ENV_VAR_STATE_MACHINE_ARN, "").strip() or None,
-            base_url=_base_url(environ.get(ENV_VAR_RENEWAL_BASE_URL, "")),
-            lifetime_days=_lifetime_days(environ.get(ENV_VAR_TOKEN_LIFETIME_DAYS, "")),
+            base_url=_base_url(environ.get(names.ENV_VAR_RENEWAL_BASE_URL, "")),
+            lifetime_days=_lifetime_days(environ.get(names.ENV_VAR_TOKEN_LIFETIME_DAYS, "")),
         )
 
 
@@ -119,7 +81,7 @@ def _base_url(value: str) -> str | None:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-        raise NotConfigured(f"{ENV_VAR_RENEWAL_BASE_URL}={value!r} is not an http(s) base URL")
+        raise NotConfigured(f"{names.ENV_VAR_RENEWAL_BASE_URL}={value!r} is not an http(s) base URL")
     return value if value.endswith("/") else value + "/"
 
 
@@ -128,7 +90,7 @@ def _lifetime_days(value: str) -> int:
     if not value:
         return names.TESTING_TOKEN_LIFETIME_DAYS
     if not value.isdigit():
-        raise NotConfigured(f"{ENV_VAR_TOKEN_LIFETIME_DAYS}={value!r} is not a whole number of days")
+        raise NotConfigured(f"{names.ENV_VAR_TOKEN_LIFETIME_DAYS}={value!r} is not a whole number of days")
     return int(value)
 
 
@@ -147,7 +109,7 @@ class Secrets:
 
 def load_secrets(read_parameters: ReadParameters, env: str) -> Secrets:
     """Both SSM values in one call; :class:`NotConfigured` naming the parameter and the fix otherwise."""
-    client_name, secret_name = web_client_credentials_parameter(env), renewal_secret_parameter(env)
+    client_name, secret_name = names.web_client_credentials_parameter(env), names.renewal_secret_parameter(env)
     found = read_parameters([client_name, secret_name])
     client_text = found.get(client_name, (None, 0))[0]
     upload = (

@@ -42,13 +42,7 @@ import handlers.renewal
 from sesmail import names
 from sesmail.mailboxes import Mailbox, MailboxTable
 from sesmail.pages import SECURITY_HEADERS
-from sesmail.renewal.settings import (
-    ENV_VAR_RENEWAL_BASE_URL,
-    FLOW_COOKIE,
-    RESULT_COOKIE,
-    renewal_secret_parameter,
-    web_client_credentials_parameter,
-)
+from sesmail.renewal.settings import FLOW_COOKIE, RESULT_COOKIE
 from tests.fakes.google import DEFAULT_ACCOUNT, FakeGoogle
 
 ENV = "test"
@@ -467,11 +461,11 @@ def stack(
                 Type="SecureString",
             )
             ssm.put_parameter(
-                Name=web_client_credentials_parameter(ENV),
+                Name=names.web_client_credentials_parameter(ENV),
                 Value=json.dumps(google.client_json("web")),
                 Type="SecureString",
             )
-            ssm.put_parameter(Name=renewal_secret_parameter(ENV), Value=secret, Type="SecureString")
+            ssm.put_parameter(Name=names.renewal_secret_parameter(ENV), Value=secret, Type="SecureString")
             queue_urls = {m: sqs.create_queue(QueueName=names.retry_queue(ENV, m))["QueueUrl"] for m in TABLE.names}
             for mailbox in TABLE.names:
                 sqs.create_queue(QueueName=names.retry_dlq(ENV, mailbox))
@@ -485,7 +479,7 @@ def stack(
             monkeypatch.setenv(names.ENV_VAR_MAILBOXES, TABLE.to_json())
             monkeypatch.setenv(names.ENV_VAR_RETRY_QUEUE_URL, queue_urls[names.DEFAULT_MAILBOX])
             monkeypatch.setenv(names.ENV_VAR_STATE_MACHINE_ARN, machine)
-            monkeypatch.setenv(ENV_VAR_RENEWAL_BASE_URL, page.base_url)
+            monkeypatch.setenv(names.ENV_VAR_RENEWAL_BASE_URL, page.base_url)
             browser = Browser(page.origin)
             world = Stack(google, page, browser, secret, machine, queue_urls, ssm, sqs, logs, cloudwatch, sfn, capsys)
             world.browsers.append(browser)

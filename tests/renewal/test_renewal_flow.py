@@ -6,7 +6,6 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 from sesmail import names
-from sesmail.renewal.settings import AUDIT_SOURCE, RETRY_TRIGGER
 from tests.renewal.conftest import (
     DEFAULT_ACCOUNT,
     ENV,
@@ -56,7 +55,11 @@ def test_a_phone_renews_the_work_mailbox(stack: Stack) -> None:
     # The audit record: who (the Google account), which mailbox, the versions; never the token.
     (audit,) = stack.audit_records()
     assert audit["action"] == names.AUDIT_ACTION_TOKEN_RENEWED
-    assert audit["source"] == AUDIT_SOURCE and audit["who"] == WORK_ACCOUNT and audit["google_account"] == WORK_ACCOUNT
+    assert (
+        audit["source"] == names.RENEWAL_SOURCE
+        and audit["who"] == WORK_ACCOUNT
+        and audit["google_account"] == WORK_ACCOUNT
+    )
     assert audit["mailbox"] == WORK and audit["client_id"] == stack.google.client_id
     assert audit["version"] == 2 and audit["parameter"] == names.refresh_token_parameter(ENV, WORK)
     assert audit["source_ip"] == "127.0.0.1"
@@ -64,7 +67,7 @@ def test_a_phone_renews_the_work_mailbox(stack: Stack) -> None:
 
     # The drain: one execution for the work mailbox.
     (execution,) = stack.executions()
-    assert json.loads(execution["input"]) == {"trigger": RETRY_TRIGGER, "mailbox": WORK}
+    assert json.loads(execution["input"]) == {"trigger": names.RENEWAL_SOURCE, "mailbox": WORK}
     assert execution["executionArn"].split(":")[-1] in final.body
 
     # The flow cookie is gone, the result cookie holds the outcome.

@@ -21,7 +21,6 @@ from sesmail.renewal.google import (
     REFUSED_OTHER_ACCOUNT,
     REFUSED_UNVERIFIED,
 )
-from sesmail.renewal.settings import AUDIT_ACTION_RENEWAL_REFUSED, AUDIT_SOURCE
 from tests.renewal.conftest import (
     DEFAULT_ACCOUNT,
     FLOW_COOKIE,
@@ -220,7 +219,7 @@ def test_another_google_account_is_refused_and_audited(stack: Stack) -> None:
     assert "intruder@gmail.com" in final.body and WORK_ADDRESS not in final.body
     stack.nothing_written()
     (audit,) = stack.audit_records()
-    assert audit["action"] == AUDIT_ACTION_RENEWAL_REFUSED and audit["source"] == AUDIT_SOURCE
+    assert audit["action"] == names.AUDIT_ACTION_RENEWAL_REFUSED and audit["source"] == names.RENEWAL_SOURCE
     assert audit["google_account"] == "intruder@gmail.com" and audit["who"] == "intruder@gmail.com"
     assert audit["mailbox"] == WORK and audit["reason"] == REFUSED_OTHER_ACCOUNT
     issued = stack.google.issued_refresh_tokens()

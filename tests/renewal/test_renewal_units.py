@@ -38,15 +38,7 @@ from sesmail.renewal.google import (
     REFUSED_OTHER_ACCOUNT,
     identity_problem,
 )
-from sesmail.renewal.settings import (
-    ENV_VAR_GMAIL_ADDRESS,
-    ENV_VAR_RENEWAL_BASE_URL,
-    ENV_VAR_TOKEN_LIFETIME_DAYS,
-    NotConfigured,
-    Settings,
-    renewal_secret_parameter,
-    web_client_credentials_parameter,
-)
+from sesmail.renewal.settings import NotConfigured, Settings
 from sesmail.token_store import ProvenToken
 from sesmail.tokens import ClientConfig, RefreshToken
 from tests.renewal.conftest import (
@@ -94,7 +86,7 @@ def test_the_response_is_a_function_url_response(stack: Stack) -> None:
 def test_without_a_base_url_the_redirect_uri_is_the_function_urls(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(ENV_VAR_RENEWAL_BASE_URL)
+    monkeypatch.delenv(names.ENV_VAR_RENEWAL_BASE_URL)
     handlers.renewal.reset()
 
     answer = _invoke("/")
@@ -136,7 +128,7 @@ def test_googles_lifetime_wins_and_zero_days_means_no_expiry(stack: Stack, monke
     assert datetime.fromisoformat(record["expires_at"].replace("Z", "+00:00")) - created == timedelta(hours=1)
 
     stack.google.refresh_token_expires_in = None
-    monkeypatch.setenv(ENV_VAR_TOKEN_LIFETIME_DAYS, "0")
+    monkeypatch.setenv(names.ENV_VAR_TOKEN_LIFETIME_DAYS, "0")
     handlers.renewal.reset()
     final, _ = stack.new_browser().follow(stack.start_url())
     assert "no expiry" in final.body
@@ -158,7 +150,7 @@ def test_googles_lifetime_wins_and_zero_days_means_no_expiry(stack: Stack, monke
     ],
 )
 def test_an_unconfigured_page_says_what_to_do(stack: Stack, parameter: str, value: str, says: str) -> None:
-    name = web_client_credentials_parameter(ENV) if parameter == "web" else renewal_secret_parameter(ENV)
+    name = names.web_client_credentials_parameter(ENV) if parameter == "web" else names.renewal_secret_parameter(ENV)
     if value == "INSTALLED":
         value = json.dumps(stack.google.client_json("installed"))
     stack.ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
@@ -181,17 +173,17 @@ def test_a_missing_environment_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_settings_from_the_environment() -> None:
-    settings = Settings.from_environ({names.ENV_VAR_ENV: ENV, ENV_VAR_GMAIL_ADDRESS: "me@gmail.com"})
+    settings = Settings.from_environ({names.ENV_VAR_ENV: ENV, names.ENV_VAR_GMAIL_ADDRESS: "me@gmail.com"})
     assert settings.mailboxes.names == (names.DEFAULT_MAILBOX,)
     assert settings.mailboxes.primary.gmail_address == "me@gmail.com"
     assert settings.lifetime_days == names.TESTING_TOKEN_LIFETIME_DAYS and settings.base_url is None
 
-    base = Settings.from_environ({names.ENV_VAR_ENV: ENV, ENV_VAR_RENEWAL_BASE_URL: "https://renew.example.com"})
+    base = Settings.from_environ({names.ENV_VAR_ENV: ENV, names.ENV_VAR_RENEWAL_BASE_URL: "https://renew.example.com"})
     assert base.base_url == "https://renew.example.com/"
     for bad in (
         {names.ENV_VAR_ENV: ENV, names.ENV_VAR_MAILBOXES: "[{"},
-        {names.ENV_VAR_ENV: ENV, ENV_VAR_TOKEN_LIFETIME_DAYS: "seven"},
-        {names.ENV_VAR_ENV: ENV, ENV_VAR_RENEWAL_BASE_URL: "ftp://x/"},
+        {names.ENV_VAR_ENV: ENV, names.ENV_VAR_TOKEN_LIFETIME_DAYS: "seven"},
+        {names.ENV_VAR_ENV: ENV, names.ENV_VAR_RENEWAL_BASE_URL: "ftp://x/"},
         {names.ENV_VAR_ENV: "Not An Env"},
     ):
         with pytest.raises((NotConfigured, ValueError)):
