@@ -26,6 +26,7 @@ from sesmail.infra.encryption import TopicKey  # noqa: E402
 from sesmail.infra.forwarder import Forwarder  # noqa: E402
 from sesmail.infra.mail_intake import MailIntake  # noqa: E402
 from sesmail.infra.monitoring import Monitoring  # noqa: E402
+from sesmail.infra.renewal import RenewalPage  # noqa: E402
 from sesmail.infra.retry import Retry  # noqa: E402
 from sesmail.infra.retry_processor import RetryProcessor  # noqa: E402
 from sesmail.infra.tagging import resource_tags  # noqa: E402
@@ -74,6 +75,17 @@ retry_processor = RetryProcessor(
 token_monitor = TokenMonitor(
     "token-monitor", env=env, tokens=tokens, retry=retry, mailboxes=mailboxes, aws_context=aws_context, tags=tags
 )
+renewal = RenewalPage(
+    "renewal",
+    env=env,
+    mailboxes=mailboxes,
+    tokens=tokens,
+    retry=retry,
+    aws_context=aws_context,
+    token_lifetime_days=config.token_lifetime_days,
+    reserved_concurrency=config.renewal_concurrency,
+    tags=tags,
+)
 monitoring = Monitoring(
     "monitoring",
     env=env,
@@ -93,6 +105,8 @@ monitoring = Monitoring(
     ),
     mailboxes=mailboxes.names,
     canary_log_group=canary.log_group.name if canary else None,
+    renewal_url=renewal.url,
+    renewable=renewal.renewable,
     tags=tags,
 )
 
@@ -108,6 +122,7 @@ pulumi.export("clientCredentialsParameter", tokens.client_credentials.name)
 pulumi.export("refreshTokenParameter", tokens.refresh_token.name)
 pulumi.export("mxRecord", names.mx_record(aws_context.region))
 pulumi.export("dnsRecords", intake.dns_records)
+pulumi.export("renewalUrl", renewal.url)
 pulumi.export(
     "mailboxes",
     {
@@ -116,6 +131,11 @@ pulumi.export(
             "gmailAddress": mailbox.gmail_address,
             "tokenParameter": tokens.refresh_tokens[mailbox.name].name,
             "retryQueueUrl": retry.queues[mailbox.name].queue.url,
+            "renewalLink": (
+                renewal.url.apply(lambda url, m=mailbox.name: names.renewal_link(url, m))
+                if mailbox.gmail_address
+                else None
+            ),
         }
         for mailbox in mailboxes.mailboxes
     },

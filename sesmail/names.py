@@ -287,6 +287,8 @@ RENEWAL_RESULT_PATH = "/done"
 RENEWAL_SOURCE = "renewal-page"
 #: The audit record of a consent the page refused (another account, a foreign or expired id token).
 AUDIT_ACTION_RENEWAL_REFUSED = "refresh-token.renewal-refused"
+#: The audit record of ``--web-client-secret FILE``: the renewal page's web client JSON was stored (never the secret).
+AUDIT_ACTION_WEB_CLIENT_STORED = "web-client.stored"
 
 
 def renewal_function(env: str) -> str:
@@ -300,6 +302,11 @@ def renewal_role(env: str) -> str:
 def web_client_credentials_parameter(env: str) -> str:
     """The renewal page's "Web application" OAuth client JSON (SecureString, ``{"web": {...}}``)."""
     return f"{parameter_prefix(env)}/web-client-credentials"
+
+
+def web_client_placeholder_value(env: str) -> str:
+    command = f"python -m sesmail.refresh --env {check_env(env)} --web-client-secret FILE"
+    return f"{PLACEHOLDER}: not configured yet; run: {command}"
 
 
 def renewal_secret_parameter(env: str) -> str:

@@ -1,8 +1,9 @@
 """The Lambda code path imports with only what the AWS Lambda Python runtime ships.
 
-The handlers and ``sesmail/`` minus ``sesmail/infra/`` are copied to a scratch directory and
-imported by a fresh interpreter whose path holds nothing but that copy and boto3 with its own
-dependencies, exactly like the Lambda runtime: no pulumi, no requests, no google-auth.
+Each archive (``sesmail.infra.archive.PROGRAMS``: the runtime, and the renewal page's) is copied
+to a scratch directory and every handler in it imported by a fresh interpreter whose path holds
+nothing but that copy and boto3 with its own dependencies, exactly like the Lambda runtime: no
+pulumi, no requests, no google-auth.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sesmail.infra.archive import lambda_source_files
+from sesmail.infra.archive import PROGRAMS, RENEWAL, lambda_source_files
 
 # boto3 and what it depends on: the Lambda Python runtime ships exactly these.
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six")
@@ -43,27 +44,11 @@ def _copy_runtime_packages(site: Path) -> None:
             shutil.copy(origin, site / origin.name)
 
 
-#: The renewal page, built but not deployed yet (``sesmail/infra/archive.py``): checked like a shipped
-#: handler, so it stays importable in Lambda until its function exists.
-NOT_YET_DEPLOYED = ("handlers/renewal.py", "sesmail/pages.py", "sesmail/renewal")
-
-
-def _with_undeployed(root: Path) -> list[tuple[str, Path]]:
-    files = list(lambda_source_files())
-    for relative in NOT_YET_DEPLOYED:
-        path = root / relative
-        found = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        files += [(p.relative_to(root).as_posix(), p) for p in found if "__pycache__" not in p.parts]
-    return files
-
-
-@pytest.mark.parametrize("with_undeployed", [False, True], ids=["archive", "archive-and-renewal-page"])
-def test_lambda_code_imports_with_only_the_runtime_packages(tmp_path: Path, with_undeployed: bool) -> None:
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_lambda_code_imports_with_only_the_runtime_packages(tmp_path: Path, program: str) -> None:
     code, site = tmp_path / "task", tmp_path / "runtime"
     site.mkdir()
-    root = Path(__file__).resolve().parents[1]
-    files = _with_undeployed(root) if with_undeployed else lambda_source_files()  # the very files shipped
-    for archive_path, source in files:
+    for archive_path, source in lambda_source_files(program=program):  # the very files shipped
         target = code / archive_path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)
@@ -76,4 +61,5 @@ def test_lambda_code_imports_with_only_the_runtime_packages(tmp_path: Path, with
     )
     assert result.returncode == 0, result.stderr
     assert "imported" in result.stdout and "forwarder" in result.stdout
+    assert ("renewal" in result.stdout.split()) == (program == RENEWAL)
     assert not (code / "sesmail" / "infra").exists()

@@ -51,6 +51,33 @@ class AlarmSpec(Generic[V]):
     dimensions: Mapping[str, V | str] = field(default_factory=dict)
     evaluation_periods: int = 1
     datapoints_to_alarm: int = 1
+    #: Token alarms: the mailbox whose renewal link :func:`with_renewal_link` appends.
+    renewal_mailbox: str | None = None
+
+
+#: CloudWatch's limit for ``AlarmDescription`` (PutMetricAlarm), in characters.
+MAX_DESCRIPTION_CHARS = 1024
+
+
+def with_renewal_link(description: str, renewal_url: str | None, mailbox: str, *, renewable: bool) -> str:
+    """A token alarm's description with the phone renewal link (DESIGN.md: every token alarm carries it).
+
+    CloudWatch puts the description into the e-mail SNS sends, so the link arrives with the alert.
+    A mailbox without ``gmailAddress`` cannot be renewed there (the page refuses it), so its
+    alarms say how to enable that instead of linking to a refusal.
+    """
+    if renewal_url is None:
+        return description
+    if renewable:
+        text = f"{description} Or renew from a phone: {names.renewal_link(renewal_url, mailbox)}"
+    else:
+        text = (
+            f"{description} To renew from a phone instead, set this mailbox's gmailAddress in the stack "
+            "config (README: Renew from your phone)."
+        )
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"alarm description of mailbox {mailbox!r} is {len(text)} characters; CloudWatch allows 1024")
+    return text
 
 
 def alarm_specs(
@@ -147,6 +174,7 @@ def _mailbox_alarms(env: str, watched: Watched[V], mailbox: str, *, primary: boo
             comparison_operator=operator,
             treat_missing_data=missing,
             dimensions=by_mailbox,
+            renewal_mailbox=mailbox,
         )
 
     return [

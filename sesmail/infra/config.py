@@ -34,6 +34,7 @@ KEY_AUTH_FAILURES = "authFailures"
 KEY_MAILBOXES = "mailboxes"
 KEY_GMAIL_ADDRESS = "gmailAddress"
 KEY_CANARY = "canary"
+KEY_RENEWAL_CONCURRENCY = "renewalConcurrency"
 KEYS = (
     KEY_DOMAINS,
     KEY_RECIPIENTS,
@@ -46,6 +47,7 @@ KEYS = (
     KEY_MAILBOXES,
     KEY_GMAIL_ADDRESS,
     KEY_CANARY,
+    KEY_RENEWAL_CONCURRENCY,
 )
 #: The fields of one ``ses-mail:mailboxes`` entry.
 MAILBOX_FIELDS = ("name", "recipients", "labels", "gmailAddress")
@@ -65,6 +67,8 @@ _RULE_SET_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 # which it passes through. Both travel comma-joined in GMAIL_LABELS.
 _MAX_RETAIN_DAYS = 3650
 _MAX_TOKEN_LIFETIME_DAYS = 365
+#: More than a few people renewing at once is an attack, not a use.
+_MAX_RENEWAL_CONCURRENCY = 10
 
 
 _SINGLE = MailboxTable.single()
@@ -91,6 +95,9 @@ class StackConfig:
     mailboxes: MailboxTable = _SINGLE
     #: ``ses-mail:canary``: a daily message through the whole path, alarmed per mailbox when missing.
     canary: bool = True
+    #: ``ses-mail:renewalConcurrency``: the renewal page's reserved concurrency; 0 reserves none
+    #: (for accounts whose Lambda quota is too small to reserve any: Lambda keeps 100 unreserved).
+    renewal_concurrency: int = names.RENEWAL_RESERVED_CONCURRENCY
 
     @property
     def canary_address(self) -> str | None:
@@ -191,6 +198,14 @@ class StackConfig:
             )
         config = cls(
             canary=_bool(raw, KEY_CANARY, default=True),
+            renewal_concurrency=_int(
+                raw,
+                KEY_RENEWAL_CONCURRENCY,
+                names.RENEWAL_RESERVED_CONCURRENCY,
+                0,
+                _MAX_RENEWAL_CONCURRENCY,
+                unit="concurrent executions",
+            ),
             env=env,
             domains=domains,
             recipients=recipients,
@@ -246,16 +261,16 @@ def _json(where: str, text: str, shape: str) -> object:
         raise ConfigError(f"{where} is not valid ({exc.msg}); write it as {shape} in the stack file") from None
 
 
-def _int(raw: Mapping[str, str | None], key: str, default: int, low: int, high: int) -> int:
+def _int(raw: Mapping[str, str | None], key: str, default: int, low: int, high: int, *, unit: str = "days") -> int:
     value = raw.get(key)
     if value is None or not value.strip():
         return default
     try:
         number = int(value.strip())
     except ValueError as exc:
-        raise ConfigError(f"config '{NAMESPACE}:{key}' must be a whole number of days, got {value!r}") from exc
+        raise ConfigError(f"config '{NAMESPACE}:{key}' must be a whole number of {unit}, got {value!r}") from exc
     if not low <= number <= high:
-        raise ConfigError(f"config '{NAMESPACE}:{key}' must be between {low} and {high} days, got {number}")
+        raise ConfigError(f"config '{NAMESPACE}:{key}' must be between {low} and {high} {unit}, got {number}")
     return number
 
 

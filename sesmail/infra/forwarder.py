@@ -100,6 +100,7 @@ class Forwarder(pulumi.ComponentResource):
             parent=self,
             policy=lambda log_group_arn: pulumi.Output.all(
                 client_credentials_parameter_arn=tokens.client_credentials.arn,
+                web_client_credentials_parameter_arn=tokens.web_client_credentials.arn,
                 refresh_token_parameter_arns=pulumi.Output.all(*(p.arn for p in tokens.refresh_tokens.values())),
                 bucket_arn=intake.bucket.arn,
                 inbound_queue_arn=intake.inbound_queue.arn,

@@ -1,15 +1,16 @@
-"""The one Lambda package every function of the stack runs, and the plumbing each function shares.
+"""The Lambda packages of the stack, and the plumbing each function shares.
 
-Both functions ship the same files (``archive.lambda_source_files``) and differ only in their
-handler, so there is one definition of the package and one check that it holds every handler
-module the stack names: a missing module fails ``pulumi up`` before anything is deployed,
-instead of failing every invocation afterwards.
+The mail path's functions ship the same files (``archive.lambda_source_files``) and differ only
+in their handler; the renewal page ships those plus its own (``archive.RENEWAL``). So there is
+one definition of each package and one check that it holds every handler module the stack names
+for it: a missing module fails ``pulumi up`` before anything is deployed, instead of failing
+every invocation afterwards.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -19,10 +20,13 @@ import pulumi_aws as aws
 
 from sesmail import names
 from sesmail.infra import policies
-from sesmail.infra.archive import REPO_ROOT, lambda_source_files
+from sesmail.infra.archive import RENEWAL, REPO_ROOT, RUNTIME, lambda_source_files, program_of
 
-#: Every Lambda handler of the stack; the package must contain each one's module.
-LAMBDA_HANDLERS = (names.FORWARDER_HANDLER, names.TOKEN_MONITOR_HANDLER, names.CANARY_HANDLER)
+#: Every Lambda handler of the stack, by the archive that must contain its module.
+LAMBDA_HANDLERS: Mapping[str, tuple[str, ...]] = {
+    RUNTIME: (names.FORWARDER_HANDLER, names.TOKEN_MONITOR_HANDLER, names.CANARY_HANDLER),
+    RENEWAL: (names.RENEWAL_HANDLER,),
+}
 
 
 class MissingHandlerError(pulumi.RunError):
@@ -35,11 +39,11 @@ def handler_module_path(handler: str = names.FORWARDER_HANDLER) -> str:
     return module.replace(".", "/") + ".py"
 
 
-def lambda_archive(root: Path = REPO_ROOT, handlers: Sequence[str] = LAMBDA_HANDLERS) -> pulumi.AssetArchive:
-    """The deployment package: exactly the files of ``archive.lambda_source_files``."""
-    files = lambda_source_files(root)
+def lambda_archive(root: Path = REPO_ROOT, *, program: str = RUNTIME) -> pulumi.AssetArchive:
+    """``program``'s deployment package: exactly the files of ``archive.lambda_source_files``."""
+    files = lambda_source_files(root, program=program)
     shipped = {name for name, _ in files}
-    for handler in handlers:
+    for handler in LAMBDA_HANDLERS[program]:
         if handler_module_path(handler) not in shipped:
             raise MissingHandlerError(
                 f"{handler_module_path(handler)} is missing under {root}: the Lambda whose handler is "
@@ -59,6 +63,8 @@ class FunctionSpec:
     timeout_seconds: int
     memory_mb: int
     log_retention_days: int
+    #: None: the account's unreserved pool (Lambda's default, -1); a number caps the function there.
+    reserved_concurrency: int | None = None
 
 
 class PythonFunction(NamedTuple):
@@ -114,9 +120,10 @@ def python_function(
         runtime=names.FORWARDER_RUNTIME,
         architectures=[names.FORWARDER_ARCHITECTURE],
         handler=spec.handler,
-        code=lambda_archive(archive_root),
+        code=lambda_archive(archive_root, program=program_of(spec.handler)),
         timeout=spec.timeout_seconds,
         memory_size=spec.memory_mb,
+        reserved_concurrent_executions=spec.reserved_concurrency,
         environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(environment)),
         # Text: our lines already are JSON objects; Lambda's JSON format would wrap them again.
         logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=log_group.name),

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from sesmail import names
-from sesmail.infra.alarms import alarm_specs
+from sesmail.infra.alarms import AlarmSpec, alarm_specs, with_renewal_link
 from sesmail.infra.context import AwsContext
 from sesmail.infra.dashboard import dashboard_body
 from sesmail.infra.log_queries import query_specs
@@ -41,17 +41,27 @@ class Monitoring(pulumi.ComponentResource):
         tags: Mapping[str, str],
         mailboxes: Sequence[str] = (names.DEFAULT_MAILBOX,),
         canary_log_group: pulumi.Input[str] | None = None,
+        renewal_url: pulumi.Input[str] | None = None,
+        renewable: Sequence[str] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sesmail:infra:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+
+        def description(spec: AlarmSpec[pulumi.Input[str]]) -> pulumi.Input[str]:
+            mailbox = spec.renewal_mailbox
+            if mailbox is None or renewal_url is None:
+                return spec.description
+            return pulumi.Output.from_input(renewal_url).apply(
+                lambda url: with_renewal_link(spec.description, url, mailbox, renewable=mailbox in renewable)
+            )
 
         specs = alarm_specs(env, watched, mailboxes, canary=canary_log_group is not None)
         self.alarms = {
             spec.key: aws.cloudwatch.MetricAlarm(
                 f"{name}-{spec.key}",
                 name=spec.name,
-                alarm_description=spec.description,
+                alarm_description=description(spec),
                 namespace=spec.namespace,
                 metric_name=spec.metric_name,
                 dimensions=dict(spec.dimensions) or None,

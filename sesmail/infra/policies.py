@@ -213,8 +213,9 @@ def forwarder_policy(
     inbound_dlq_arn: str,
     log_group_arn: str,
     canary_key_parameter_arn: str | None = None,
+    web_client_credentials_parameter_arn: str | None = None,
 ) -> PolicyDocument:
-    """The forwarder's whole permission set (DESIGN.md, Security): the OAuth client and exactly the
+    """The forwarder's whole permission set (DESIGN.md, Security): the OAuth clients and exactly the
     configured mailboxes' refresh tokens, the mail under ``inbound/`` (read only), its delivery
     claims under ``claims/``, exactly the mailboxes' retry queues, the inbound queues and its logs.
 
@@ -239,12 +240,15 @@ def forwarder_policy(
     return document(
         *canary,
         {
-            # GetParameters too: the runtime reads both values in one call. The expiry
-            # parameter (and every other path) stays unreadable.
+            # GetParameters too: the runtime reads the clients and the token in one call. The
+            # web client is the renewal page's: a token renewed from a phone mints only with it.
+            # The expiry parameter (and every other path) stays unreadable.
             "Sid": "ReadOAuthParameters",
             "Effect": "Allow",
             "Action": list(FORWARDER_SSM_ACTIONS),
-            "Resource": [client_credentials_parameter_arn, *refresh_token_parameter_arns],
+            "Resource": _oauth_parameters(
+                client_credentials_parameter_arn, web_client_credentials_parameter_arn, refresh_token_parameter_arns
+            ),
         },
         {
             "Sid": "ReadInboundMail",
@@ -430,6 +434,11 @@ def _as_arn_list(arns: str | Sequence[str]) -> list[str]:
     return [arns] if isinstance(arns, str) else list(arns)
 
 
+def _oauth_parameters(client: str, web_client: str | None, tokens: str | Sequence[str]) -> list[str]:
+    """The OAuth client JSONs (installed, and the renewal page's web one) and the refresh tokens."""
+    return list(dict.fromkeys([client, *([web_client] if web_client else []), *_as_arn_list(tokens)]))
+
+
 def token_monitor_policy(
     *,
     expiry_parameter_arns: str | Sequence[str],
@@ -440,6 +449,7 @@ def token_monitor_policy(
     namespace: str,
     log_group_arn: str,
     describe_executions: bool = False,
+    web_client_credentials_parameter_arn: str | None = None,
 ) -> PolicyDocument:
     """The token monitor's whole permission set, for every mailbox of the stack.
 
@@ -474,8 +484,8 @@ def token_monitor_policy(
             "Sid": "ProveTokenByMinting",
             "Effect": "Allow",
             "Action": list(TOKEN_MONITOR_MINT_ACTIONS),
-            "Resource": list(
-                dict.fromkeys([client_credentials_parameter_arn, *_as_arn_list(refresh_token_parameter_arns)])
+            "Resource": _oauth_parameters(
+                client_credentials_parameter_arn, web_client_credentials_parameter_arn, refresh_token_parameter_arns
             ),
         },
         {
@@ -545,5 +555,95 @@ def canary_policy(*, key_parameter_arn: str, identity_arn: str, address: str, lo
             "Effect": "Allow",
             "Action": list(FORWARDER_LOG_ACTIONS),
             "Resource": log_streams_arn(log_group_arn),
+        },
+    )
+
+
+# --- Renewal page ---------------------------------------------------------------------------------
+
+#: ``AwsClients.read_parameters`` (the web client and the secret) and the store's snapshot of the
+#: values it replaces (GetParameters); the writes themselves.
+RENEWAL_READ_ACTIONS = ("ssm:GetParameters",)
+RENEWAL_WRITE_ACTIONS = ("ssm:PutParameter",)
+#: The store checks which of its parameters exist before it writes; DescribeParameters has no
+#: resource type (the Service Authorization Reference lists none), so it can only be granted on "*".
+#: It reveals parameter names and metadata, never values.
+RENEWAL_DESCRIBE_ACTIONS = ("ssm:DescribeParameters",)
+RENEWAL_QUEUE_ACTIONS = ("sqs:GetQueueAttributes",)
+RENEWAL_STATES_ACTIONS = ("states:StartExecution",)
+RENEWAL_METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
+RENEWAL_LOG_ACTIONS = FORWARDER_LOG_ACTIONS
+PUBLIC_PRINCIPAL = "*"
+
+
+def renewal_policy(
+    *,
+    web_client_credentials_parameter_arn: str,
+    renewal_secret_parameter_arn: str,
+    refresh_token_parameter_arns: Sequence[str],
+    expiry_parameter_arns: Sequence[str],
+    retry_queue_arns: Sequence[str],
+    state_machine_arn: str,
+    namespace: str,
+    audit_log_group_arn: str,
+    log_group_arn: str,
+) -> PolicyDocument:
+    """The renewal page's whole permission set: what a renewal from a phone does, for the mailboxes
+    that can be renewed there (those with a ``gmailAddress``), and nothing else.
+
+    It reads the web client and its signing secret (never the installed client: its tokens are
+    the CLI's), replaces exactly those mailboxes' token and expiry (reading them first, to put them
+    back if a write fails), publishes their hours, writes the audit record, starts their drain and
+    shows their queue's depth. It can read no mail, no claim, no message in a queue.
+    """
+    tokens = [*refresh_token_parameter_arns, *expiry_parameter_arns]
+    # No renewable mailbox (no gmailAddress yet): the page refuses every mailbox, and may touch none.
+    per_mailbox = [
+        {
+            "Sid": "StoreRenewedTokens",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_WRITE_ACTIONS),
+            "Resource": tokens,
+        },
+        {
+            "Sid": "ShowMailOnItsWay",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_QUEUE_ACTIONS),
+            "Resource": list(retry_queue_arns),
+        },
+    ]
+    return document(
+        {
+            "Sid": "ReadWebClientSecretAndTokens",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_READ_ACTIONS),
+            "Resource": [web_client_credentials_parameter_arn, renewal_secret_parameter_arn, *tokens],
+        },
+        *(per_mailbox if tokens else []),
+        {
+            "Sid": "SeeWhichParametersExist",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_DESCRIBE_ACTIONS),
+            "Resource": "*",
+        },
+        {
+            "Sid": "DeliverTheBacklog",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_STATES_ACTIONS),
+            "Resource": state_machine_arn,
+        },
+        {
+            # PutMetricData has no resource type; the namespace condition is the scope.
+            "Sid": "ClearTheTokenAlarm",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_METRIC_ACTIONS),
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+        },
+        {
+            "Sid": "WriteAuditRecordsAndOwnLogs",
+            "Effect": "Allow",
+            "Action": list(RENEWAL_LOG_ACTIONS),
+            "Resource": [log_streams_arn(audit_log_group_arn), log_streams_arn(log_group_arn)],
         },
     )

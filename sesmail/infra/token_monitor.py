@@ -99,6 +99,7 @@ class TokenMonitor(pulumi.ComponentResource):
             policy=lambda log_group_arn: pulumi.Output.all(
                 expiry_parameter_arns=pulumi.Output.all(*(tokens.refresh_token_expiries[m].arn for m in served)),
                 client_credentials_parameter_arn=tokens.client_credentials.arn,
+                web_client_credentials_parameter_arn=tokens.web_client_credentials.arn,
                 refresh_token_parameter_arns=pulumi.Output.all(*(tokens.refresh_tokens[m].arn for m in served)),
                 retry_queue_arns=pulumi.Output.all(*(retry.queues[m].queue.arn for m in served)),
                 log_group_arn=log_group_arn,

@@ -1,4 +1,4 @@
-"""The three SSM parameters of the OAuth token lifecycle, created with placeholders."""
+"""The SSM parameters of the OAuth token lifecycle, created with placeholders, and the audit log."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class Tokens(pulumi.ComponentResource):
     """
 
     client_credentials: aws.ssm.Parameter
+    #: The renewal page's "Web application" client JSON (``--web-client-secret``). Tokens renewed
+    #: from a phone belong to it, so the forwarder and the monitor read it too.
+    web_client_credentials: aws.ssm.Parameter
     #: Per mailbox: its refresh token and expiry. ``refresh_token``/``refresh_token_expiry`` are the
     #: primary mailbox's (``default`` when there is one), what the single-valued outputs name.
     refresh_tokens: dict[str, aws.ssm.Parameter]
@@ -50,14 +53,20 @@ class Tokens(pulumi.ComponentResource):
         keep_value = pulumi.ResourceOptions(parent=self, ignore_changes=["value"])
 
         def parameter(
-            suffix: str, parameter_name: str, *, secret: bool, description: str, mailbox: str = names.DEFAULT_MAILBOX
+            suffix: str,
+            parameter_name: str,
+            *,
+            secret: bool,
+            description: str,
+            mailbox: str = names.DEFAULT_MAILBOX,
+            placeholder: str | None = None,
         ) -> aws.ssm.Parameter:
             return aws.ssm.Parameter(
                 f"{name}-{suffix}",
                 name=parameter_name,
                 type="SecureString" if secret else "String",
                 key_id=SSM_MANAGED_KEY if secret else None,
-                value=names.placeholder_value(env, mailbox),
+                value=placeholder or names.placeholder_value(env, mailbox),
                 description=description,
                 tags=dict(tags),
                 opts=keep_value,
@@ -68,6 +77,13 @@ class Tokens(pulumi.ComponentResource):
             names.client_credentials_parameter(env),
             secret=True,
             description="OAuth client JSON from Google's console (set by the refresh CLI)",
+        )
+        self.web_client_credentials = parameter(
+            "web-client-credentials",
+            names.web_client_credentials_parameter(env),
+            secret=True,
+            description="Web application OAuth client JSON of the renewal page (refresh CLI --web-client-secret)",
+            placeholder=names.web_client_placeholder_value(env),
         )
         self.refresh_tokens, self.refresh_token_expiries = {}, {}
         for mailbox in mailboxes:
@@ -113,6 +129,7 @@ class Tokens(pulumi.ComponentResource):
             {
                 "auditLogGroup": self.audit_log.name,
                 "clientCredentialsParameter": self.client_credentials.name,
+                "webClientCredentialsParameter": self.web_client_credentials.name,
                 "refreshTokenParameter": self.refresh_token.name,
                 "refreshTokenExpiryParameter": self.refresh_token_expiry.name,
             }

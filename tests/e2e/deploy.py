@@ -40,6 +40,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pulumi
@@ -130,6 +131,7 @@ class MotoMocks(RecordingMocks):
             "aws:cloudwatch/logGroup:LogGroup": self._log_group,
             "aws:lambda/function:Function": self._function,
             "aws:lambda/permission:Permission": self._permission,
+            "aws:lambda/functionUrl:FunctionUrl": self._function_url,
             "aws:cloudwatch/eventRule:EventRule": self._event_rule,
             "aws:cloudwatch/eventTarget:EventTarget": self._event_target,
             "aws:sfn/stateMachine:StateMachine": self._state_machine,
@@ -347,6 +349,11 @@ class MotoMocks(RecordingMocks):
         if logging_config:
             spec["LoggingConfig"] = {"LogFormat": logging_config["logFormat"], "LogGroup": logging_config["logGroup"]}
         function = self.client("lambda").create_function(**spec)
+        if inputs.get("reservedConcurrentExecutions") is not None:
+            self.client("lambda").put_function_concurrency(
+                FunctionName=function["FunctionName"],
+                ReservedConcurrentExecutions=int(inputs["reservedConcurrentExecutions"]),
+            )
         return function["FunctionName"], {
             "arn": function["FunctionArn"],
             "name": function["FunctionName"],
@@ -358,7 +365,11 @@ class MotoMocks(RecordingMocks):
         }
 
     def _permission(self, name: str, inputs: dict[str, Any]) -> State:
-        extra = {"SourceArn": inputs["sourceArn"]} if inputs.get("sourceArn") else {}
+        extra: dict[str, Any] = {"SourceArn": inputs["sourceArn"]} if inputs.get("sourceArn") else {}
+        if inputs.get("functionUrlAuthType"):
+            extra["FunctionUrlAuthType"] = inputs["functionUrlAuthType"]
+        if inputs.get("invokedViaFunctionUrl") is not None:
+            extra["InvokedViaFunctionUrl"] = bool(inputs["invokedViaFunctionUrl"])
         self.client("lambda").add_permission(
             FunctionName=inputs["function"],
             StatementId=name,
@@ -367,6 +378,15 @@ class MotoMocks(RecordingMocks):
             **extra,
         )
         return name, {"statementId": name}
+
+    def _function_url(self, name: str, inputs: dict[str, Any]) -> State:
+        config = self.client("lambda").create_function_url_config(
+            FunctionName=inputs["functionName"],
+            AuthType=inputs["authorizationType"],
+            InvokeMode=inputs.get("invokeMode") or "BUFFERED",
+        )
+        url = str(config["FunctionUrl"])
+        return inputs["functionName"], {"functionUrl": url, "urlId": (urlsplit(url).hostname or "").split(".")[0]}
 
     def _event_rule(self, name: str, inputs: dict[str, Any]) -> State:
         arn = self.client("events").put_rule(

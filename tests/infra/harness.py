@@ -8,6 +8,7 @@ normally sees: parent, ``ignore_changes`` and dependencies (explicit ``depends_o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 import threading
@@ -184,6 +185,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "aws:lambda/function:Function":
             arn = f"arn:{partition}:lambda:{region}:{account}:function:{physical}"
             return physical, {**state, "arn": arn, "name": physical}
+        if typ == "aws:lambda/functionUrl:FunctionUrl":
+            # AWS's shape: a 32-character id of lower-case letters and digits, then the region.
+            url_id = hashlib.sha256(f"{account}/{inputs['functionName']}".encode()).hexdigest()[:32]
+            url = f"https://{url_id}.lambda-url.{region}.on.aws/"
+            return inputs["functionName"], {**state, "functionUrl": url, "urlId": url_id}
         if typ == "aws:sfn/stateMachine:StateMachine":
             arn = f"arn:{partition}:states:{region}:{account}:stateMachine:{physical}"
             return arn, {**state, "arn": arn, "name": physical}

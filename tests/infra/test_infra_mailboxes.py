@@ -208,6 +208,7 @@ def test_the_forwarder_may_touch_exactly_the_configured_mailboxes(family_run: Pr
     statements = {s["Sid"]: s for s in policy.json_input("policy")["Statement"]}
     assert set(statements["ReadOAuthParameters"]["Resource"]) == {
         _arn("ssm", f"parameter{names.client_credentials_parameter(ENV)}"),
+        _arn("ssm", f"parameter{names.web_client_credentials_parameter(ENV)}"),
         _arn("ssm", f"parameter{names.refresh_token_parameter(ENV, 'alice')}"),
         _arn("ssm", f"parameter{names.refresh_token_parameter(ENV, 'bob')}"),
     }

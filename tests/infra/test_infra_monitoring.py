@@ -356,6 +356,7 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
     parameter = f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT_ID}:parameter"
     expiry_arn = f"{parameter}{names.refresh_token_expiry_parameter(ENV)}"
     client_arn = f"{parameter}{names.client_credentials_parameter(ENV)}"
+    web_client_arn = f"{parameter}{names.web_client_credentials_parameter(ENV)}"
     token_arn = f"{parameter}{names.refresh_token_parameter(ENV)}"
     queue_arn = f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{names.retry_queue(ENV)}"
     log_group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/lambda/{names.token_monitor_function(ENV)}"
@@ -371,6 +372,7 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
         ("ssm:GetParameter", expiry_arn),  # the hours: the expiry parameter
         # Starting the retry processor while mail is parked: minting proves the token works ...
         ("ssm:GetParameters", client_arn),
+        ("ssm:GetParameters", web_client_arn),  # a token renewed from a phone mints with the web client
         ("ssm:GetParameters", token_arn),
         # ... the retry queue's depth, and the retry processor's executions.
         ("sqs:GetQueueAttributes", queue_arn),
@@ -389,6 +391,7 @@ def test_monitor_policy_is_least_privilege(monitor_policy: dict[str, Any]) -> No
         policies.token_monitor_policy(
             expiry_parameter_arns=[expiry_arn],
             client_credentials_parameter_arn=client_arn,
+            web_client_credentials_parameter_arn=web_client_arn,
             refresh_token_parameter_arns=[token_arn],
             retry_queue_arns=[queue_arn],
             state_machine_arn=STATE_MACHINE_ARN,

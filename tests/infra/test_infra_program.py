@@ -31,6 +31,7 @@ TOPIC = "aws:sns/topic:Topic"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 DESIGN_OUTPUTS = {
+    "renewalUrl",
     "emailBucket",
     "inboundQueueUrl",
     "retryQueueUrl",
@@ -136,6 +137,7 @@ def test_every_resource_belongs_to_a_component(example_run: ProgramRun) -> None:
         "TokenMonitor",
         "Monitoring",
         "Canary",
+        "RenewalPage",
     }
     orphans = [r.name for r in example_run.custom_resources if r.parent not in components]
     assert orphans == []
@@ -174,17 +176,25 @@ def test_queue_settings(example_run: ProgramRun) -> None:
 def test_parameters_start_as_placeholders_and_ignore_value_changes(example_run: ProgramRun) -> None:
     expected_types = {
         names.client_credentials_parameter(ENV): "SecureString",
+        names.web_client_credentials_parameter(ENV): "SecureString",
         names.refresh_token_parameter(ENV): "SecureString",
         names.refresh_token_expiry_parameter(ENV): "String",
     }
-    # The canary's key is not a token parameter: generated once, never a placeholder (tests/test_infra_canary.py).
-    parameters = [p for p in example_run.of_type(PARAMETER) if p.inputs["name"] != names.canary_key_parameter(ENV)]
+    # The canary's key and the renewal page's secret are not token parameters: generated once,
+    # never a placeholder (tests/infra/test_infra_canary.py, test_infra_renewal.py).
+    generated = {names.canary_key_parameter(ENV), names.renewal_secret_parameter(ENV)}
+    parameters = [p for p in example_run.of_type(PARAMETER) if p.inputs["name"] not in generated]
     assert {p.inputs["name"]: p.inputs["type"] for p in parameters} == expected_types
     for parameter in parameters:
         assert "value" in parameter.ignore_changes, parameter.name
         # Pulumi keeps the value a secret in the state, the placeholder included.
         assert is_secret(parameter.inputs["value"]), parameter.name
-        assert unsecret(parameter.inputs["value"]) == names.placeholder_value(ENV)
+        placeholder = (
+            names.web_client_placeholder_value(ENV)
+            if parameter.inputs["name"] == names.web_client_credentials_parameter(ENV)
+            else names.placeholder_value(ENV)
+        )
+        assert unsecret(parameter.inputs["value"]) == placeholder
         assert names.is_placeholder(unsecret(parameter.inputs["value"]))
         if parameter.inputs["type"] == "SecureString":
             assert parameter.inputs["keyId"] == "alias/aws/ssm"

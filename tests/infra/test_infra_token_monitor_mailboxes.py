@@ -124,6 +124,7 @@ def test_the_policy_names_exactly_every_mailbox(table: MailboxTable) -> None:
     ]
     assert grants(document, "ssm:GetParameters") == [
         parameter_arn(names.client_credentials_parameter(ENV)),
+        parameter_arn(names.web_client_credentials_parameter(ENV)),
         *(parameter_arn(names.refresh_token_parameter(ENV, m)) for m in mailboxes),
     ]
     assert grants(document, "sqs:GetQueueAttributes") == [queue_arn(names.retry_queue(ENV, m)) for m in mailboxes]

@@ -79,6 +79,7 @@ RULES: dict[str, tuple[NameRule, ...]] = {
 #: Name-like inputs that are not physical names the program chooses (ARNs, references, tags).
 NOT_NAMES = {
     "aws:lambda/eventSourceMapping:EventSourceMapping": {"functionName"},
+    "aws:lambda/functionUrl:FunctionUrl": {"functionName"},
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": {"bucket"},
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": {"bucket"},
     "aws:s3/bucketPolicy:BucketPolicy": {"bucket"},
@@ -102,9 +103,11 @@ def longest_run(request: pytest.FixtureRequest) -> ProgramRun:
     assert len(LONGEST_ENV) == names.MAX_ENV_LENGTH
     assert len(LONGEST_MAILBOX) == names.MAX_MAILBOX_LENGTH
     if request.param == "without-mailboxes":
-        return run_program(stack=LONGEST_ENV, region=LONGEST_REGION)
+        config = stack_config(gmailAddress="a.long.name@gmail.com")  # its token alarms carry the renewal link
+        return run_program(config, stack=LONGEST_ENV, region=LONGEST_REGION)
     mailboxes = [
-        {"name": LONGEST_MAILBOX, "recipients": ["a@example.com"]},
+        # With an address, so its token alarms carry the longest renewal link.
+        {"name": LONGEST_MAILBOX, "recipients": ["a@example.com"], "gmailAddress": "a.long.name@gmail.com"},
         {"name": "default", "recipients": ["example.com"]},
     ]
     config = stack_config(mailboxes=mailboxes, recipients=None, extraLabels=None)
@@ -156,3 +159,19 @@ def test_the_tightest_names_are_the_ones_the_limit_was_chosen_for(longest_run: P
 )
 def test_the_rules_catch_what_aws_refuses(rule: NameRule, value: str) -> None:
     assert rule.problems(value)
+
+
+#: CloudWatch PutMetricAlarm: AlarmDescription is 0-1024 characters.
+MAX_ALARM_DESCRIPTION = 1024
+
+
+def test_every_alarm_description_fits_cloudwatch_s_limit(longest_run: ProgramRun) -> None:
+    """Token alarms carry the renewal link (the function URL and the mailbox), so they are the longest."""
+    descriptions = {
+        alarm.inputs["name"]: alarm.inputs["alarmDescription"]
+        for alarm in longest_run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    too_long = {name: len(text) for name, text in descriptions.items() if len(text) > MAX_ALARM_DESCRIPTION}
+    assert not too_long
+    linked = [text for text in descriptions.values() if "?mailbox=" in text]
+    assert linked, "no token alarm carries a renewal link"
