@@ -283,6 +283,83 @@ def _token_endpoint_error(response: Response) -> Exception:
     return PermanentError(detail)
 
 
+# --- Which OAuth client a refresh token belongs to ------------------------------------------------------
+
+
+def _declared_client_id(text: str | None) -> str | None:
+    """The ``client_id`` a client JSON declares, without validating the rest; None if it has none to read.
+
+    Only for matching: the JSON that matches is then parsed in full, so a placeholder or broken
+    JSON of the *other* client never stands in the way.
+    """
+    if names.is_placeholder(text):
+        return None
+    try:
+        data = json.loads(text or "")
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for kind in ("installed", "web"):
+        section = data.get(kind)
+        if isinstance(section, dict) and section.get("client_id"):
+            return str(section["client_id"])
+    return None
+
+
+def _web_client_from_json(text: str | None, *, env: str) -> ClientConfig:
+    """The web client JSON parsed as :meth:`ClientConfig.from_json` does, its errors naming the web upload."""
+    try:
+        return ClientConfig.from_json(text, env=env)
+    except ClientConfigError as exc:
+        reason = exc.reason.split(";")[0].replace("the OAuth client JSON", "the web OAuth client JSON", 1)
+        raise ClientConfigError(f"{reason}; {_web_upload(env)}") from None
+
+
+def _web_upload(env: str) -> str:
+    return f"store the renewal page's client JSON: python -m sesmail.refresh --env {env} --web-client-secret FILE"
+
+
+def client_for(
+    token: RefreshToken,
+    installed: str | None,
+    web: str | None,
+    *,
+    env: str,
+    mailbox: str = names.DEFAULT_MAILBOX,
+) -> ClientConfig:
+    """The OAuth client that may mint with ``token``: a refresh token works only with the client that obtained it.
+
+    ``installed`` and ``web`` are the stored client JSONs (None when absent). A record without
+    ``client_id`` belongs to the installed client (the CLI's, and every record written before the
+    renewal page existed); one with ``client_id`` uses whichever JSON declares that id (the page's
+    web client, or the installed one). Presenting the token with the other client would only earn
+    Google's ``unauthorized_client``, so no match is a :class:`ClientConfigError` saying what to fix.
+    """
+    if token.client_id is None:
+        return ClientConfig.from_json(installed, env=env)
+    if _declared_client_id(installed) == token.client_id:
+        return ClientConfig.from_json(installed, env=env)
+    if _declared_client_id(web) == token.client_id:
+        return _web_client_from_json(web, env=env)
+    renew = names.refresh_command(env, mailbox)
+    owner = f"the refresh token of mailbox {mailbox} belongs to OAuth client {token.client_id}"
+    web_name = names.web_client_credentials_parameter(env)
+    if names.is_placeholder(web):
+        other = ", not the installed one," if _declared_client_id(installed) else ","
+        raise ClientConfigError(
+            f"{owner}{other} but the web client JSON {web_name} is not configured yet; {_web_upload(env)} "
+            f"(or renew the token with: {renew})"
+        )
+    if _declared_client_id(web) is None:
+        _web_client_from_json(web, env=env)  # raises: says what is wrong with the stored web JSON
+    raise ClientConfigError(
+        f"{owner}, but neither stored client JSON ({names.client_credentials_parameter(env)}, {web_name}) has "
+        f"that client id; re-upload the client JSON that obtained it (python -m sesmail.refresh --env {env} "
+        f"--client-secret FILE or --web-client-secret FILE), or renew the token with: {renew}"
+    )
+
+
 # --- The provider the forwarder uses -----------------------------------------------------------------
 
 
@@ -301,7 +378,8 @@ class AccessTokenProvider:
     """Mints access tokens from one mailbox's refresh token in SSM; never writes the refresh token.
 
     ``mailbox`` picks the refresh token (``names.refresh_token_parameter(env, mailbox)``); the
-    OAuth client JSON is shared by every mailbox of the environment.
+    OAuth client JSONs are shared by every mailbox of the environment, and the token's record
+    picks which of them mints (:func:`client_for`).
 
     On ``invalid_grant`` it re-reads SSM once (the operator may just have renewed the token)
     before declaring the token dead. A dead token is remembered by its parameter version,
@@ -382,19 +460,24 @@ class AccessTokenProvider:
             raise TokenExpiredError(f"{exc.reason}; {self._dead_message()}") from None
 
     def _load(self) -> _Credentials:
-        client_name = names.client_credentials_parameter(self._env)
+        """Both client JSONs and the token in one SSM call: the token's record says which client mints."""
+        installed_name = names.client_credentials_parameter(self._env)
+        web_name = names.web_client_credentials_parameter(self._env)
         token_name = names.refresh_token_parameter(self._env, self._mailbox)
         try:
-            values = self._read([client_name, token_name])
+            values = self._read([installed_name, web_name, token_name])
         except Exception as exc:
             raise classify(exc) from None
-        client_value, _ = values.get(client_name, (None, 0))
         token_value, version = values.get(token_name, (None, 0))
-        return _Credentials(
-            client=ClientConfig.from_json(client_value, env=self._env),
-            refresh_token=RefreshToken.from_json(token_value, env=self._env, mailbox=self._mailbox),
-            version=version,
+        token = RefreshToken.from_json(token_value, env=self._env, mailbox=self._mailbox)
+        client = client_for(
+            token,
+            values.get(installed_name, (None, 0))[0],
+            values.get(web_name, (None, 0))[0],
+            env=self._env,
+            mailbox=self._mailbox,
         )
+        return _Credentials(client=client, refresh_token=token, version=version)
 
     def _dead_message(self) -> str:
         command = names.refresh_command(self._env, self._mailbox)

@@ -806,9 +806,12 @@ def test_unknown_path_is_json_404(google: FakeGoogle) -> None:
 @pytest.mark.parametrize(("kind", "redirect"), [("installed", "http://localhost"), ("web", "http://localhost:8080/")])
 def test_client_json_has_the_console_shape(google: FakeGoogle, kind: str, redirect: str) -> None:
     section = google.client_json(kind)[kind]
+    installed = kind == "installed"
 
-    assert section["client_id"] == google.client_id
-    assert section["client_secret"] == google.client_secret
+    # Two clients of one project, as the console lists them: each file carries its own id and secret.
+    assert section["client_id"] == (google.client_id if installed else google.web_client_id)
+    assert section["client_secret"] == (google.client_secret if installed else google.web_client_secret)
+    assert google.web_client_id != google.client_id and google.web_client_secret != google.client_secret
     assert (section["token_uri"], section["auth_uri"]) == (google.token_uri, google.auth_uri)
     assert section["redirect_uris"] == [redirect]
     assert {"project_id", "auth_provider_x509_cert_url"} <= section.keys()

@@ -1,9 +1,12 @@
-"""The fake Google serving several accounts: one deployment, several mailboxes, one OAuth client.
+"""The fake Google serving several accounts and two OAuth clients: one deployment, several mailboxes.
 
 Over real HTTP with the standard library's clients, as tests/test_fake_google.py does: each
 account's imports, labels and quota stay its own; the account that signs in at the consent screen
 owns the grant, whatever ``login_hint`` said; ``openid`` brings an ID token naming that account;
 a web client's registered https redirect URI works and any other is Google's redirect_uri_mismatch.
+The installed client and the web client are two clients, as at Google: a refresh token or a code
+works only with the client that obtained it (the other gets 401 ``unauthorized_client``), and an ID
+token's ``aud`` is the client that redeemed the code.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.fakes.google import (
     IMPORT_PATH,
     LABELS_PATH,
     USERINFO_EMAIL_SCOPE,
+    WRONG_CLIENT,
     FakeGoogle,
     LabelCall,
 )
@@ -61,8 +65,14 @@ def _request(fake: FakeGoogle, method: str, path: str, body: bytes | None = None
         conn.close()
 
 
-def _post_token(fake: FakeGoogle, **fields: str) -> tuple[int, dict[str, Any]]:
-    form = {"client_id": fake.client_id, "client_secret": fake.client_secret, **fields}
+def _as_client(fake: FakeGoogle, client: str) -> dict[str, str]:
+    """The ``client_id`` and ``client_secret`` form fields of the ``installed`` or ``web`` client."""
+    section = fake.client_json(client)[client]
+    return {"client_id": section["client_id"], "client_secret": section["client_secret"]}
+
+
+def _post_token(fake: FakeGoogle, client: str = "installed", **fields: str) -> tuple[int, dict[str, Any]]:
+    form = {**_as_client(fake, client), **fields}
     request = urllib.request.Request(
         fake.token_uri, data=urlencode(form).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
@@ -134,10 +144,13 @@ def _consent(fake: FakeGoogle, **overrides: str) -> dict[str, str]:
     return {key: value for key, [value] in parse_qs(location.query).items()}
 
 
-def _sign_in(fake: FakeGoogle, scope: str, redirect_uri: str = LOOPBACK, **consent: str) -> dict[str, Any]:
-    """Consent, then exchange the code: the token endpoint's answer."""
-    code = _consent(fake, scope=scope, redirect_uri=redirect_uri, **consent)["code"]
-    status, payload = _post_token(fake, grant_type="authorization_code", code=code, redirect_uri=redirect_uri)
+def _sign_in(
+    fake: FakeGoogle, scope: str, redirect_uri: str = LOOPBACK, client: str = "installed", **consent: str
+) -> dict[str, Any]:
+    """Consent through ``client``, then exchange the code as that client: the token endpoint's answer."""
+    client_id = _as_client(fake, client)["client_id"]
+    code = _consent(fake, scope=scope, redirect_uri=redirect_uri, client_id=client_id, **consent)["code"]
+    status, payload = _post_token(fake, client, grant_type="authorization_code", code=code, redirect_uri=redirect_uri)
     assert status == 200, payload
     return payload
 
@@ -315,15 +328,18 @@ def test_an_id_token_not_signed_by_the_fake_is_refused(google: FakeGoogle) -> No
 def test_a_web_client_redirects_to_its_registered_https_uri(google: FakeGoogle) -> None:
     google.web_redirect_uris.add(FUNCTION_URL)
 
-    payload = _sign_in(google, f"openid email {GMAIL_INSERT_SCOPE}", redirect_uri=FUNCTION_URL, state="s")
+    payload = _sign_in(google, f"openid email {GMAIL_INSERT_SCOPE}", redirect_uri=FUNCTION_URL, client="web", state="s")
 
     assert FUNCTION_URL in google.client_json("web")["web"]["redirect_uris"]
     assert google.client_json("installed")["installed"]["redirect_uris"] == ["http://localhost"]
-    assert google.decode_id_token(payload["id_token"])["email"] == DEFAULT_ACCOUNT
+    claims = google.decode_id_token(payload["id_token"])
+    assert claims["email"] == DEFAULT_ACCOUNT
+    assert claims["aud"] == claims["azp"] == google.web_client_id  # the client that redeemed the code
     mismatch = _post_token(
         google,
+        "web",
         grant_type="authorization_code",
-        code=_consent(google, redirect_uri=FUNCTION_URL)["code"],
+        code=_consent(google, redirect_uri=FUNCTION_URL, client_id=google.web_client_id)["code"],
         redirect_uri=FUNCTION_URL + "/other",
     )
     assert (mismatch[0], mismatch[1]["error"]) == (400, "redirect_uri_mismatch")
@@ -336,15 +352,117 @@ def test_a_web_client_redirects_to_its_registered_https_uri(google: FakeGoogle) 
         "https://evil.example/renew?a=1&b=<2>",
         "http://renew.example.com/",  # http off loopback is no desktop redirect either
         "https://127.0.0.1:8765/",
+        LOOPBACK,  # a loopback URI is the installed client's rule, not the web client's
     ],
 )
 def test_an_unregistered_redirect_uri_is_redirect_uri_mismatch(google: FakeGoogle, redirect_uri: str) -> None:
     google.web_redirect_uris.add(FUNCTION_URL)
 
-    status, headers, body = _consent_reply(google, redirect_uri=redirect_uri)
+    status, headers, body = _consent_reply(google, redirect_uri=redirect_uri, client_id=google.web_client_id)
 
     assert status == 400
     assert headers["Content-Type"].startswith("text/html")
     assert b"Error 400: redirect_uri_mismatch" in body
     assert b"<2>" not in body  # the URI is quoted into the page escaped
     assert google.consent_requests[0]["redirect_uri"] == redirect_uri
+
+
+def test_the_installed_client_takes_any_loopback_uri_but_not_the_web_clients(google: FakeGoogle) -> None:
+    google.web_redirect_uris.add(FUNCTION_URL)
+
+    assert "code" in _consent(google, redirect_uri="http://localhost:51234/")  # any port: the loopback flow
+    status, _, body = _consent_reply(google, redirect_uri=FUNCTION_URL)  # registered for the web client only
+
+    assert status == 400 and b"Error 400: redirect_uri_mismatch" in body
+
+
+# --- two clients: a grant works only with the client that obtained it ------------------------
+
+
+@pytest.mark.parametrize(("owner", "other"), [("installed", "web"), ("web", "installed")])
+def test_a_refresh_token_presented_by_the_other_client_is_unauthorized_client(
+    google: FakeGoogle, owner: str, other: str
+) -> None:
+    token = google.issue_refresh_token(client=owner)
+
+    refused = _post_token(google, other, grant_type="refresh_token", refresh_token=token)
+    minted = _post_token(google, owner, grant_type="refresh_token", refresh_token=token)
+
+    status, error, description = WRONG_CLIENT
+    assert (
+        refused
+        == (status, {"error": error, "error_description": description})
+        == (
+            401,
+            {"error": "unauthorized_client", "error_description": "Unauthorized"},
+        )
+    )
+    assert minted[0] == 200, minted  # the refusal did not spend or revoke the token
+    assert google.token_requests[0]["client_id"] == _as_client(google, other)["client_id"]
+
+
+def test_a_dead_token_is_invalid_grant_whichever_client_presents_it(google: FakeGoogle) -> None:
+    token = google.issue_refresh_token(client="web")
+    google.revoke(token)
+
+    for client in ("web", "installed"):
+        status, payload = _post_token(google, client, grant_type="refresh_token", refresh_token=token)
+        assert (status, payload["error"]) == (400, "invalid_grant")
+
+
+def test_one_clients_secret_does_not_authenticate_the_other(google: FakeGoogle) -> None:
+    token = google.issue_refresh_token(client="web")
+    crossed = {"client_id": google.web_client_id, "client_secret": google.client_secret}
+
+    status, payload = _post_token(google, grant_type="refresh_token", refresh_token=token, **crossed)
+
+    assert (status, payload["error"]) == (401, "invalid_client")
+
+
+def test_the_web_client_may_authenticate_with_http_basic(google: FakeGoogle) -> None:
+    token = google.issue_refresh_token(client="web")
+    basic = base64.b64encode(f"{google.web_client_id}:{google.web_client_secret}".encode()).decode()
+    body = urlencode({"grant_type": "refresh_token", "refresh_token": token}).encode()
+
+    status, _, answer = _request(
+        google,
+        "POST",
+        "/token",
+        body,
+        Authorization=f"Basic {basic}",
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize(("owner", "other"), [("installed", "web"), ("web", "installed")])
+def test_a_code_redeemed_by_the_other_client_is_unauthorized_client_and_spent(
+    google: FakeGoogle, owner: str, other: str
+) -> None:
+    google.web_redirect_uris.add(LOOPBACK)  # one redirect URI both clients may use: only the client differs
+    code = _consent(google, client_id=_as_client(google, owner)["client_id"])["code"]
+
+    stolen = _post_token(google, other, grant_type="authorization_code", code=code, redirect_uri=LOOPBACK)
+    late = _post_token(google, owner, grant_type="authorization_code", code=code, redirect_uri=LOOPBACK)
+
+    assert stolen == (401, {"error": "unauthorized_client", "error_description": "Unauthorized"})
+    assert (late[0], late[1]["error"]) == (400, "invalid_grant")  # codes are single-use, even on a refusal
+    assert google.consent_requests[0]["client_id"] == _as_client(google, owner)["client_id"]
+
+
+def test_a_grant_from_a_code_belongs_to_the_client_that_redeemed_it(google: FakeGoogle) -> None:
+    google.web_redirect_uris.add(FUNCTION_URL)
+    web = _sign_in(google, f"openid email {GMAIL_INSERT_SCOPE}", redirect_uri=FUNCTION_URL, client="web")
+    installed = _sign_in(google, f"openid email {GMAIL_INSERT_SCOPE}")
+
+    assert google.decode_id_token(installed["id_token"])["aud"] == google.client_id
+    assert google.decode_id_token(web["id_token"])["aud"] == google.web_client_id
+    for token, owner, other in ((web, "web", "installed"), (installed, "installed", "web")):
+        assert _post_token(google, other, grant_type="refresh_token", refresh_token=token["refresh_token"])[0] == 401
+        assert _post_token(google, owner, grant_type="refresh_token", refresh_token=token["refresh_token"])[0] == 200
+
+
+def test_issue_refresh_token_names_only_the_two_clients(google: FakeGoogle) -> None:
+    with pytest.raises(ValueError, match="installed"):
+        google.issue_refresh_token(client="desktop")

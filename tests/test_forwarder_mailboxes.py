@@ -129,6 +129,38 @@ def test_a_dead_token_parks_only_that_mailboxs_copy_in_its_own_queue(
     assert dead[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[names.MAILBOX_DIMENSION]]
 
 
+def test_a_mailbox_renewed_on_the_phone_page_mints_with_the_web_client(family: Family) -> None:
+    """The page's token belongs to the web client (DESIGN.md, "Renewing from a phone"): the forwarder mints with it.
+
+    Google refuses a refresh token presented by another client (``unauthorized_client``), so minting
+    alice's with the installed client would park her mail; bob's CLI token keeps the installed client.
+    """
+    world, google = family.world, family.world.google
+    world.ssm.put_parameter(
+        Name=names.web_client_credentials_parameter(ENV),
+        Value=json.dumps(google.client_json("web")),
+        Type="SecureString",
+    )
+    renewed = google.issue_refresh_token(f"{names.GMAIL_SCOPE} {names.GMAIL_LABELS_SCOPE}", account=ALICE, client="web")
+    record = {
+        "token": renewed,
+        "created_at": "2026-11-27T00:00:00Z",
+        "expires_at": None,
+        "client_id": google.web_client_id,
+    }
+    world.ssm.put_parameter(
+        Name=names.refresh_token_parameter(ENV, "alice"), Value=json.dumps(record), Type="SecureString", Overwrite=True
+    )
+    world.cold_start(mailboxes=TABLE, retry_queue_url=family.queues["alice"])
+
+    assert family.deliver(family.mail("m-both", "alice@example.com", "bob@example.com")) == {"batchItemFailures": []}
+
+    assert len(google.messages_for(ALICE)) == 1 and len(google.messages_for(BOB)) == 1
+    minted = {r["refresh_token"]: r["client_id"] for r in google.token_requests}
+    assert minted == {renewed: google.web_client_id, family.tokens["bob"]: google.client_id}
+    assert world.drain(family.queues["alice"]) == [] and world.drain(family.queues["bob"]) == []
+
+
 def test_an_unrouted_recipient_goes_to_the_inbound_dlq_with_its_reason(family: Family) -> None:
     world = family.world
     assert family.deliver(family.mail("m-stray", "stranger@example.com")) == {"batchItemFailures": []}

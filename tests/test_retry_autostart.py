@@ -453,6 +453,7 @@ def monitor_policy(world: Monitor) -> dict[str, Any]:
     return policies.token_monitor_policy(
         expiry_parameter_arns=[parameter(names.refresh_token_expiry_parameter(ENV, m)) for m in mailboxes],
         client_credentials_parameter_arn=parameter(names.client_credentials_parameter(ENV)),
+        web_client_credentials_parameter_arn=parameter(names.web_client_credentials_parameter(ENV)),
         refresh_token_parameter_arns=[parameter(names.refresh_token_parameter(ENV, m)) for m in mailboxes],
         retry_queue_arns=[f"arn:aws:sqs:{REGION}:{ACCOUNT}:{names.retry_queue(ENV, m)}" for m in mailboxes],
         state_machine_arn=world.state_machine_arn,

@@ -19,6 +19,7 @@ from sesmail.tokens import (
     RefreshToken,
     RefreshTokenError,
     TokenExpiry,
+    client_for,
     mint_access_token,
 )
 from tests.fakes.google import FakeGoogle
@@ -27,8 +28,11 @@ from tests.fakes.google import FakeGoogle
 @pytest.mark.parametrize("kind", ["installed", "web"])
 def test_client_json_of_either_kind_parses(google: FakeGoogle, kind: str) -> None:
     config = ClientConfig.from_json(json.dumps(google.client_json(kind)), env="test")
-    assert (config.kind, config.client_id, config.token_uri) == (kind, google.client_id, google.token_uri)
-    assert google.client_secret not in repr(config)
+    client_id, secret = (google.client_id, google.client_secret)
+    if kind == "web":
+        client_id, secret = (google.web_client_id, google.web_client_secret)
+    assert (config.kind, config.client_id, config.token_uri) == (kind, client_id, google.token_uri)
+    assert secret not in repr(config)
 
 
 @pytest.mark.parametrize(
@@ -115,6 +119,7 @@ class _Parameters:
     def __init__(self) -> None:
         self.values: dict[str, tuple[str, int]] = {}
         self.reads = 0
+        self.asked: list[list[str]] = []
 
     def put(self, name: str, value: str) -> None:
         version = self.values.get(name, ("", 0))[1] + 1
@@ -122,6 +127,7 @@ class _Parameters:
 
     def __call__(self, wanted: Sequence[str]) -> Mapping[str, tuple[str, int]]:
         self.reads += 1
+        self.asked.append(list(wanted))
         return {n: self.values[n] for n in wanted if n in self.values}
 
 
@@ -198,3 +204,204 @@ def test_provider_of_a_mailbox_without_a_token_says_which_command_fixes_it(googl
     with pytest.raises(RefreshTokenError, match=re.escape(names.refresh_command("test", "bob"))):
         provider.get()
     assert google.token_requests == []
+
+
+# --- the client a stored record names (DESIGN.md, "Values stored in SSM") ---------------------------
+
+ENV = "test"
+INSTALLED_PARAMETER = names.client_credentials_parameter(ENV)
+WEB_PARAMETER = names.web_client_credentials_parameter(ENV)
+
+
+def _record(token: str, client_id: str | None = None) -> str:
+    """A stored refresh-token record, as the CLI (no client_id) or the renewal page (client_id) writes it."""
+    record: dict[str, object] = {"token": token, "created_at": "2026-11-20T00:00:00Z", "expires_at": None}
+    if client_id is not None:
+        record["client_id"] = client_id
+    return json.dumps(record)
+
+
+def _two_clients(
+    google: FakeGoogle,
+    record: str,
+    *,
+    installed: str | None = "json",
+    web: str | None = "json",
+    mailbox: str = "default",
+) -> tuple[AccessTokenProvider, _Parameters]:
+    """A provider over both client JSONs (``"json"``: the fake's; None: absent; else that value) and ``record``."""
+    parameters = _Parameters()
+    for name, kind, value in ((INSTALLED_PARAMETER, "installed", installed), (WEB_PARAMETER, "web", web)):
+        if value is not None:
+            parameters.put(name, json.dumps(google.client_json(kind)) if value == "json" else value)
+    parameters.put(names.refresh_token_parameter(ENV, mailbox), record)
+    return AccessTokenProvider(ENV, parameters, HttpClient(), mailbox=mailbox), parameters
+
+
+def test_a_record_naming_the_web_client_mints_with_the_web_client_json(google: FakeGoogle) -> None:
+    token = google.issue_refresh_token(client="web")  # renewed on the phone page
+    provider, parameters = _two_clients(google, _record(token, google.web_client_id))
+
+    provider.get()
+
+    [request] = google.token_requests
+    assert (request["client_id"], request["client_secret"]) == (google.web_client_id, google.web_client_secret)
+    assert request["refresh_token"] == token
+    # one SSM call for all three: installed JSON, web JSON, the mailbox's token
+    assert parameters.asked == [[INSTALLED_PARAMETER, WEB_PARAMETER, names.refresh_token_parameter(ENV)]]
+
+
+def test_a_record_without_client_id_mints_with_the_installed_client_json(google: FakeGoogle) -> None:
+    provider, _ = _two_clients(google, _record(google.issue_refresh_token()))
+
+    provider.get()
+
+    assert [r["client_id"] for r in google.token_requests] == [google.client_id]
+
+
+def test_a_record_naming_the_installed_client_mints_with_it(google: FakeGoogle) -> None:
+    provider, _ = _two_clients(google, _record(google.issue_refresh_token(), google.client_id))
+
+    provider.get()
+
+    assert [r["client_id"] for r in google.token_requests] == [google.client_id]
+
+
+def test_a_record_naming_an_unknown_client_mints_nothing_and_says_what_to_do(google: FakeGoogle) -> None:
+    stranger = "999999999999-stranger.apps.googleusercontent.com"
+    provider, _ = _two_clients(google, _record(google.issue_refresh_token(client="web"), stranger), mailbox="alice")
+
+    with pytest.raises(ClientConfigError) as caught:
+        provider.get()
+
+    reason = caught.value.reason
+    assert stranger in reason and "neither stored client JSON" in reason
+    assert INSTALLED_PARAMETER in reason and WEB_PARAMETER in reason
+    assert names.refresh_command(ENV, "alice") in reason
+    assert isinstance(caught.value, TokenNotConfiguredError)  # the forwarder parks the mail
+    assert google.token_requests == []
+
+
+@pytest.mark.parametrize("web", [names.placeholder_value(ENV), None], ids=["placeholder", "absent"])
+def test_a_web_token_without_a_configured_web_client_json_says_how_to_store_it(
+    google: FakeGoogle, web: str | None
+) -> None:
+    record = _record(google.issue_refresh_token(client="web"), google.web_client_id)
+    provider, _ = _two_clients(google, record, web=web)
+
+    with pytest.raises(ClientConfigError) as caught:
+        provider.get()
+
+    reason = caught.value.reason
+    assert f"the web client JSON {WEB_PARAMETER} is not configured yet" in reason
+    assert f"python -m sesmail.refresh --env {ENV} --web-client-secret FILE" in reason
+    assert google.web_client_id in reason and "not the installed one" in reason
+    assert google.token_requests == []
+
+
+def test_a_placeholder_installed_client_json_does_not_break_a_web_token(google: FakeGoogle) -> None:
+    record = _record(google.issue_refresh_token(client="web"), google.web_client_id)
+    provider, _ = _two_clients(google, record, installed=names.placeholder_value(ENV))
+
+    provider.get()
+
+    assert [r["client_id"] for r in google.token_requests] == [google.web_client_id]
+
+
+def test_a_placeholder_web_client_json_does_not_break_an_installed_token(google: FakeGoogle) -> None:
+    provider, _ = _two_clients(google, _record(google.issue_refresh_token()), web=names.placeholder_value(ENV))
+
+    provider.get()
+
+    assert [r["client_id"] for r in google.token_requests] == [google.client_id]
+
+
+def test_an_installed_token_with_a_placeholder_installed_json_fails_as_before(google: FakeGoogle) -> None:
+    provider, _ = _two_clients(google, _record(google.issue_refresh_token()), installed=names.placeholder_value(ENV))
+
+    with pytest.raises(ClientConfigError, match="--client-secret FILE"):
+        provider.get()
+    assert google.token_requests == []
+
+
+def test_the_wrong_client_is_refused_so_the_selection_matters(google: FakeGoogle) -> None:
+    """Google (and the fake) answers ``unauthorized_client`` when the other client presents a token."""
+    web_token = google.issue_refresh_token(client="web")
+    installed = ClientConfig.from_json(json.dumps(google.client_json("installed")))
+    web = ClientConfig.from_json(json.dumps(google.client_json("web")))
+    http = HttpClient()
+
+    with pytest.raises(MailboxRefusedError, match="unauthorized_client"):
+        mint_access_token(http, installed, web_token)
+    with pytest.raises(MailboxRefusedError, match="unauthorized_client"):
+        mint_access_token(http, web, google.issue_refresh_token())
+    assert mint_access_token(http, web, web_token).minted_now
+
+
+def test_a_dead_installed_token_renewed_on_the_page_is_reloaded_with_the_web_client(google: FakeGoogle) -> None:
+    now = [0.0]
+    old = google.issue_refresh_token()
+    parameters = _Parameters()
+    parameters.put(INSTALLED_PARAMETER, json.dumps(google.client_json("installed")))
+    parameters.put(WEB_PARAMETER, json.dumps(google.client_json("web")))
+    parameters.put(names.refresh_token_parameter(ENV), _record(old))
+    provider = AccessTokenProvider(ENV, parameters, HttpClient(), clock=lambda: now[0])
+    provider.get()
+    google.revoke(old)
+    renewed = google.issue_refresh_token(client="web")
+    parameters.put(names.refresh_token_parameter(ENV), _record(renewed, google.web_client_id))
+    now[0] = 10_000  # the cached access token has expired
+
+    provider.get()
+
+    assert [(r["client_id"], r["refresh_token"]) for r in google.token_requests] == [
+        (google.client_id, old),
+        (google.client_id, old),  # invalid_grant: SSM is re-read once ...
+        (google.web_client_id, renewed),  # ... and the new record's client mints
+    ]
+
+
+def test_renewed_switches_to_the_client_of_the_new_record(google: FakeGoogle) -> None:
+    provider, parameters = _two_clients(google, _record(google.issue_refresh_token()))
+    provider.get()
+    renewed = google.issue_refresh_token(client="web")
+    parameters.put(names.refresh_token_parameter(ENV), _record(renewed, google.web_client_id))
+
+    assert provider.renewed()
+    provider.get()
+
+    assert [r["client_id"] for r in google.token_requests] == [google.client_id, google.web_client_id]
+
+
+def _token(client_id: str | None) -> RefreshToken:
+    return RefreshToken("1//t", datetime(2026, 11, 20, tzinfo=UTC), None, client_id=client_id)
+
+
+def test_client_for_picks_by_client_id_and_parses_only_the_one_it_picks(google: FakeGoogle) -> None:
+    installed, web = json.dumps(google.client_json("installed")), json.dumps(google.client_json("web"))
+
+    assert client_for(_token(None), installed, "{broken", env=ENV).client_id == google.client_id
+    assert client_for(_token(google.client_id), installed, None, env=ENV).kind == "installed"
+    assert client_for(_token(google.web_client_id), "{broken", web, env=ENV).kind == "web"
+    assert client_for(_token(google.web_client_id), None, web, env=ENV).client_secret == google.web_client_secret
+
+
+def test_client_for_names_the_web_upload_when_the_matching_web_json_is_incomplete(google: FakeGoogle) -> None:
+    web = google.client_json("web")
+    del web["web"]["client_secret"]
+
+    with pytest.raises(ClientConfigError) as caught:
+        client_for(_token(google.web_client_id), None, json.dumps(web), env=ENV)
+
+    assert "web OAuth client JSON's 'web' section lacks client_secret" in caught.value.reason
+    assert "--web-client-secret FILE" in caught.value.reason
+
+
+def test_client_for_says_what_is_wrong_with_an_unreadable_web_json(google: FakeGoogle) -> None:
+    installed = json.dumps(google.client_json("installed"))
+
+    with pytest.raises(ClientConfigError) as caught:
+        client_for(_token(google.web_client_id), installed, "{broken", env=ENV)
+
+    assert "the web OAuth client JSON is not valid JSON" in caught.value.reason
+    assert "--web-client-secret FILE" in caught.value.reason

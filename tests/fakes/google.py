@@ -15,6 +15,12 @@ and every error has Google's JSON shape. ``users.labels.list`` and ``users.label
 strict: each method's own scopes, Gmail's rules for names, 409 for a name that exists in any case.
 Each rule's source is cited where it is defined.
 
+Two OAuth clients are registered, as in the project's console: the "installed" (desktop) client the
+refresh CLI uses and the "Web application" client of the renewal page (:meth:`FakeGoogle.client_json`).
+As at Google, a refresh token or an authorization code works only with the client that obtained it:
+the other client gets 401 ``unauthorized_client`` (see :data:`WRONG_CLIENT`), each client's redirect
+URIs follow its own rule, and an ID token's ``aud`` is the client that redeemed the code.
+
 Several Google accounts share one fake, as several mailboxes share one deployment: a refresh token
 belongs to the account that consented (:data:`DEFAULT_ACCOUNT` unless a test says otherwise), its
 access tokens act on that account's mailbox, and each mailbox has its own messages, labels and
@@ -213,6 +219,18 @@ _TOKEN_ERRORS: Final = {
     401: ("invalid_client", "The OAuth client was not found."),
     429: ("rate_limit_exceeded", "Rate limit exceeded."),
 }
+#: The token endpoint's answer when a valid client presents a refresh token or an authorization code
+#: another client obtained: ``{"error": "unauthorized_client", "error_description": "Unauthorized"}``
+#: with HTTP 401. Refresh: prasmussen/gdrive issue #375 ("401 Unauthorized", ``unauthorized_client``,
+#: fixed by using the client that owned the token), taylorwilsdon/google_workspace_mcp PR #933 ("refresh
+#: failed (401): unauthorized_client", a client mismatch), diegosouzapw/OmniRoute PR #12106 ("Google
+#: answers 401 unauthorized_client"), with the body quoted in googleapis/google-api-dotnet-client issue
+#: #2802 and baptisteArno/typebot.io issue #580. Code: a code obtained by one client of a project and
+#: redeemed by another earns ``unauthorized_client`` (EddyVerbruggen/cordova-plugin-googleplus issue
+#: #551, capacitor-community/generic-oauth2 issue #13) with "401 Client Error: Unauthorized"
+#: (st4lk/django-rest-social-auth issue #103). RFC 6749 would say ``invalid_grant`` ("issued to
+#: another client"); Google does not.
+WRONG_CLIENT: Final = (401, "unauthorized_client", "Unauthorized")
 _JSON: Final = "application/json; charset=UTF-8"
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -288,6 +306,7 @@ class _Grant:
     scope: str
     revoked: bool = False
     account: str = DEFAULT_ACCOUNT
+    client_id: str = ""  # the OAuth client that obtained it: the only one that may present it
 
 
 @dataclass(frozen=True)
@@ -307,6 +326,7 @@ class _AuthCode:
     issued_at: float
     account: str  # who signed in at the consent screen
     nonce: str | None  # the consent request's, for the ID token
+    client_id: str = ""  # the client whose consent request it answers: the only one that may redeem it
 
 
 @dataclass(frozen=True)
@@ -428,8 +448,9 @@ class FakeGoogle:
     ``granted_scopes``, ``unverified_accounts``, ``web_redirect_uris``) may be set at any time;
     recorded state is exposed as copies taken under the lock.
 
-    One OAuth client (``client_id``) serves both kinds of :meth:`client_json`: the fake cannot tell
-    which file a caller read, so the consent endpoint takes a redirect URI either kind may use.
+    Two OAuth clients: the installed one (``client_id``, ``client_secret``) and the web one
+    (``web_client_id``, ``web_client_secret``), each in its own :meth:`client_json`. Grants and codes
+    remember the client that obtained them; the other client presenting one gets :data:`WRONG_CLIENT`.
     """
 
     def __init__(self, *, access_token_lifetime: int = 3599, store_bodies: bool = True) -> None:
@@ -446,16 +467,20 @@ class FakeGoogle:
         #: Accounts whose ID tokens say ``"email_verified": false``.
         self.unverified_accounts: set[str] = set()
         #: Redirect URIs registered for the web client: exact matches, any scheme and host (Google
-        #: compares a web client's redirect_uri with the registered ones exactly; anything else is
-        #: "Error 400: redirect_uri_mismatch"). Loopback http URIs are also taken, as for the
-        #: desktop client, whatever the port.
+        #: compares a web client's redirect_uri with the registered ones exactly, port included;
+        #: anything else is "Error 400: redirect_uri_mismatch"). Only the installed client takes any
+        #: loopback URI.
         self.web_redirect_uris: set[str] = {"http://localhost:8080/"}
         self.return_refresh_token: bool = True
         self.refresh_token_expires_in: int | None = None
         #: Google's granular consent: the requested scopes the user left ticked (None: all of them).
         self.granted_scopes: frozenset[str] | None = None
-        self.client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
-        self.client_secret = "GOCSPX-" + secrets.token_urlsafe(21)
+        #: The installed ("Desktop app") client, as the refresh CLI's JSON names it.
+        self.client_id = _new_client_id()
+        self.client_secret = _new_client_secret()
+        #: The renewal page's "Web application" client: another client of the same project.
+        self.web_client_id = _new_client_id()
+        self.web_client_secret = _new_client_secret()
         # Signs ID tokens with HS256. Google signs with RS256 keys published at its jwks_uri; nothing
         # here checks that signature, since an ID token read straight from the token endpoint's
         # TLS response needs none (OpenID Connect Core 3.1.3.7: "the TLS server validation MAY be
@@ -548,24 +573,47 @@ class FakeGoogle:
         if kind not in ("installed", "web"):
             raise ValueError(f"kind must be 'installed' or 'web', not {kind!r}")
         redirect_uris = ["http://localhost"] if kind == "installed" else sorted(self.web_redirect_uris)
+        client_id, client_secret = self._credentials_of(kind)
         return {
             kind: {
-                "client_id": self.client_id,
+                "client_id": client_id,
                 "project_id": "ses-mail-fake",
                 "auth_uri": self.auth_uri,
                 "token_uri": self.token_uri,
                 "auth_provider_x509_cert_url": self.base_url + "/oauth2/v1/certs",
-                "client_secret": self.client_secret,
+                "client_secret": client_secret,
                 "redirect_uris": redirect_uris,
             }
         }
 
+    def _credentials_of(self, kind: str) -> tuple[str, str]:
+        """(client id, client secret) of the ``installed`` or ``web`` client."""
+        if kind == "installed":
+            return self.client_id, self.client_secret
+        if kind == "web":
+            return self.web_client_id, self.web_client_secret
+        raise ValueError(f"kind must be 'installed' or 'web', not {kind!r}")
+
+    def _client_kind(self, client_id: str | None) -> str | None:
+        """``installed`` or ``web`` for a registered client id, None for any other."""
+        if client_id == self.client_id:
+            return "installed"
+        if client_id == self.web_client_id:
+            return "web"
+        return None
+
     # -- test controls -----------------------------------------------------------------------
 
-    def issue_refresh_token(self, scope: str = GMAIL_INSERT_SCOPE, account: str = DEFAULT_ACCOUNT) -> str:
-        """A new valid refresh token, as if ``account`` had just consented to ``scope``."""
+    def issue_refresh_token(
+        self, scope: str = GMAIL_INSERT_SCOPE, account: str = DEFAULT_ACCOUNT, *, client: str = "installed"
+    ) -> str:
+        """A new valid refresh token, as if ``account`` had just consented to ``scope`` through ``client``.
+
+        ``client`` is ``installed`` (the CLI's) or ``web`` (the renewal page's): only that client may mint with it.
+        """
+        client_id, _ = self._credentials_of(client)
         with self._lock:
-            return self._new_grant(_token_scope(scope.split()), account)
+            return self._new_grant(_token_scope(scope.split()), account, client_id)
 
     def revoke(self, refresh_token: str) -> None:
         """Kill a refresh token and every access token minted from it (also unknown tokens)."""
@@ -797,50 +845,64 @@ class FakeGoogle:
                 return self._token_failures.popleft()
             if not is_form:
                 return _token_error(400, "invalid_request", f"Unsupported content type: {content_type}")
-            if not self._client_authenticated(form, request.headers.get("Authorization")):
+            client_id = self._authenticated_client(form, request.headers.get("Authorization"))
+            if client_id is None:
                 return _token_error(401, "invalid_client", "The OAuth client was not found.")
             grant_type = form.get("grant_type", "")
             if grant_type == "refresh_token":
-                return self._refresh_token_grant(form)
+                return self._refresh_token_grant(form, client_id)
             if grant_type == "authorization_code":
-                return self._authorization_code_grant(form)
+                return self._authorization_code_grant(form, client_id)
             return _token_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
-    def _client_authenticated(self, form: dict[str, str], authorization: str | None) -> bool:
-        """Google accepts client credentials in the form or as HTTP Basic auth."""
+    def _authenticated_client(self, form: dict[str, str], authorization: str | None) -> str | None:
+        """The registered client whose id and secret were presented, or None.
+
+        Google accepts client credentials in the form or as HTTP Basic auth. Each client's secret
+        authenticates only that client.
+        """
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         scheme, _, credentials = (authorization or "").partition(" ")
         if client_id is None and scheme.lower() == "basic":
             decoded = base64.b64decode(credentials.strip() + "==").decode("utf-8", "replace")
             user, _, password = decoded.partition(":")
             client_id, client_secret = user, password
-        return client_id == self.client_id and client_secret == self.client_secret
+        kind = self._client_kind(client_id)
+        if kind is None or client_secret != self._credentials_of(kind)[1]:
+            return None
+        return client_id
 
-    def _refresh_token_grant(self, form: dict[str, str]) -> _Reply:
+    def _refresh_token_grant(self, form: dict[str, str], client_id: str) -> _Reply:
+        """A live refresh token, presented by the client that obtained it, mints an access token."""
         refresh_token = form.get("refresh_token")
         if not refresh_token:
             return _token_error(400, "invalid_request", "Missing required parameter: refresh_token")
         grant = self._grants.get(refresh_token)
         if grant is None or grant.revoked:
             return _token_error(400, "invalid_grant", "Token has been expired or revoked.")
+        if grant.client_id != client_id:
+            return _token_error(*WRONG_CLIENT)
         return _Reply.json(200, self._mint_access_token(refresh_token, grant.scope))
 
-    def _authorization_code_grant(self, form: dict[str, str]) -> _Reply:
+    def _authorization_code_grant(self, form: dict[str, str], client_id: str) -> _Reply:
         """Codes are single-use: looking one up consumes it, even if the exchange then fails.
 
-        The grant belongs to the account that consented. With ``openid`` granted the answer carries
+        Only the client whose consent request obtained the code may redeem it; the grant belongs to
+        that client and to the account that consented. With ``openid`` granted the answer carries
         an ``id_token`` ("OpenID Connect", "Exchange code for access token and ID token"); the
         refresh-token grant never does here (Google's may: callers must not count on it).
         """
         code = self._codes.pop(form.get("code", ""), None)
         if code is None or self._now() - code.issued_at > AUTH_CODE_LIFETIME_SECONDS:
             return _token_error(400, "invalid_grant", "Bad Request")
+        if code.client_id != client_id:
+            return _token_error(*WRONG_CLIENT)
         if form.get("redirect_uri") != code.redirect_uri:
             return _token_error(400, "redirect_uri_mismatch", "Bad Request")
         pkce_problem = _pkce_problem(code, form.get("code_verifier"))
         if pkce_problem:
             return _token_error(400, "invalid_grant", pkce_problem)
-        refresh_token = self._new_grant(code.scope, code.account)
+        refresh_token = self._new_grant(code.scope, code.account, code.client_id)
         payload = self._mint_access_token(refresh_token, code.scope)
         if "openid" in code.scope.split():
             payload["id_token"] = self._id_token(code, payload["access_token"])
@@ -850,10 +912,11 @@ class FakeGoogle:
             payload["refresh_token_expires_in"] = self.refresh_token_expires_in
         return _Reply.json(200, payload)
 
-    def _new_grant(self, scope: str, account: str) -> str:
-        """A refresh token of ``account``; made by _new_refresh_token, the hook subclasses override."""
+    def _new_grant(self, scope: str, account: str, client_id: str) -> str:
+        """A refresh token of ``account`` for ``client_id``; made by _new_refresh_token, the hook to override."""
         token = self._new_refresh_token(scope)
         self._grants[token].account = account
+        self._grants[token].client_id = client_id
         return token
 
     def _new_refresh_token(self, scope: str) -> str:
@@ -872,15 +935,16 @@ class FakeGoogle:
         """An OpenID Connect ID token for the consenting account, with the claims Google's carry.
 
         Claims as in Google's OpenID Connect guide ("An ID token's payload"): ``iss``, ``azp`` and
-        ``aud`` (the client id), ``sub``, ``at_hash``, ``iat`` and ``exp``; ``email`` and
-        ``email_verified`` only with the email scope; ``nonce`` when the consent request had one.
+        ``aud`` (the id of the client that redeemed the code), ``sub``, ``at_hash``, ``iat`` and
+        ``exp``; ``email`` and ``email_verified`` only with the email scope; ``nonce`` when the
+        consent request had one.
         """
         issued = int(time.time() + self._clock_offset)
         digest = hashlib.sha256(access_token.encode("ascii")).digest()
         claims: dict[str, Any] = {
             "iss": ID_TOKEN_ISSUER,
-            "azp": self.client_id,
-            "aud": self.client_id,
+            "azp": code.client_id,
+            "aud": code.client_id,
             "sub": _account_sub(code.account),
             "at_hash": _b64url(digest[: len(digest) // 2]),  # OpenID Connect Core 3.1.3.6
         }
@@ -911,10 +975,11 @@ class FakeGoogle:
 
     def _consent_problem(self, query: dict[str, str]) -> str | None:
         """What Google's error page would say, or None when the request is acceptable."""
-        if query.get("client_id") != self.client_id:
+        kind = self._client_kind(query.get("client_id"))
+        if kind is None:
             return "invalid_client (The OAuth client was not found.)"
         redirect_uri = query.get("redirect_uri", "")
-        if not self._redirect_uri_allowed(redirect_uri):  # Google's page, as quoted in public setup notes
+        if not self._redirect_uri_allowed(redirect_uri, kind):  # Google's page, as quoted in public setup notes
             return (
                 "redirect_uri_mismatch (You can't sign in to this app because it doesn't comply with Google's "
                 "OAuth 2.0 policy. If you're the app developer, register the redirect URI in the Google Cloud "
@@ -933,14 +998,14 @@ class FakeGoogle:
             return f"fake misconfigured: consent_behavior={self.consent_behavior!r}"
         return None
 
-    def _redirect_uri_allowed(self, redirect_uri: str) -> bool:
-        """The desktop client's rule or the web client's, as one client id serves both.
+    def _redirect_uri_allowed(self, redirect_uri: str, kind: str) -> bool:
+        """The rule of the client that asks.
 
-        Desktop ("Loopback IP address flow"): http to a loopback host, any port and path. Web: the
-        exact URI registered in the console (``web_redirect_uris``), https included.
+        Desktop ("Loopback IP address flow"): http to a loopback host, any port and path. Web: only
+        the exact URIs registered in the console (``web_redirect_uris``), a loopback one included.
         """
-        if redirect_uri in self.web_redirect_uris:
-            return True
+        if kind == "web":
+            return redirect_uri in self.web_redirect_uris
         redirect = urlsplit(redirect_uri)
         return redirect.scheme == "http" and redirect.hostname in _LOOPBACK_HOSTS
 
@@ -962,6 +1027,7 @@ class FakeGoogle:
             issued_at=self._now(),
             account=self.consent_account,
             nonce=query.get("nonce"),
+            client_id=query["client_id"],
         )
         params = {"code": code}
         if state is not None:
@@ -1150,6 +1216,15 @@ class FakeGoogle:
 # --- request helpers -------------------------------------------------------------------------
 
 _PKCE_VERIFIER_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _new_client_id() -> str:
+    """A client id shaped like Google's: ``<12 digits>-<32 chars>.apps.googleusercontent.com``."""
+    return f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
+
+
+def _new_client_secret() -> str:
+    return "GOCSPX-" + secrets.token_urlsafe(21)
 
 
 def _token_error(status: int, error: str, description: str) -> _Reply:

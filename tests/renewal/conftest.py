@@ -97,7 +97,12 @@ class RenewalFakeGoogle(FakeGoogle):
 
     def secrets(self) -> list[str]:
         """Every credential the fake handed out or was sent: none may reach a page or a log line."""
-        found = [*self.issued_refresh_tokens(), *self.issued_access_tokens(), self.client_secret]
+        found = [
+            *self.issued_refresh_tokens(),
+            *self.issued_access_tokens(),
+            self.client_secret,
+            self.web_client_secret,
+        ]
         found += [r["code_verifier"] for r in self.token_requests if r.get("code_verifier")]
         found += [r["code"] for r in self.token_requests if r.get("code")]
         return [s for s in found if s]

@@ -42,7 +42,7 @@ def test_a_phone_renews_the_work_mailbox(stack: Stack) -> None:
     issued = stack.google.issued_refresh_tokens()
     record = stack.stored_token(WORK)
     assert record is not None and record["token"] == issued[-1]
-    assert record["client_id"] == stack.google.client_id
+    assert record["client_id"] == stack.google.web_client_id
     assert names.GMAIL_SCOPE in record["scopes"] and names.GMAIL_LABELS_SCOPE in record["scopes"]
     expiry = json.loads(stack.parameter(names.refresh_token_expiry_parameter(ENV, WORK))[0])
     assert expiry["expires_at"] and expiry["expires_at_epoch"]
@@ -60,7 +60,7 @@ def test_a_phone_renews_the_work_mailbox(stack: Stack) -> None:
         and audit["who"] == WORK_ACCOUNT
         and audit["google_account"] == WORK_ACCOUNT
     )
-    assert audit["mailbox"] == WORK and audit["client_id"] == stack.google.client_id
+    assert audit["mailbox"] == WORK and audit["client_id"] == stack.google.web_client_id
     assert audit["version"] == 2 and audit["parameter"] == names.refresh_token_parameter(ENV, WORK)
     assert audit["source_ip"] == "127.0.0.1"
     assert issued[-1] not in json.dumps(audit)
@@ -81,7 +81,7 @@ def test_the_consent_request_is_googles_web_server_flow(stack: Stack) -> None:
     location = start.location or ""
     assert location.startswith(stack.google.auth_uri + "?")
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
-    assert query["client_id"] == stack.google.client_id
+    assert query["client_id"] == stack.google.web_client_id
     assert query["redirect_uri"] == stack.page.base_url + "callback"
     assert query["response_type"] == "code"
     assert query["scope"].split() == list(names.CONSENT_SCOPES)
@@ -106,7 +106,7 @@ def test_the_verifier_sent_to_google_matches_the_challenge(stack: Stack) -> None
     (exchange, *_) = stack.google.token_requests
     assert exchange["grant_type"] == "authorization_code"
     assert exchange["redirect_uri"] == stack.page.base_url + "callback"
-    assert exchange["client_id"] == stack.google.client_id
+    assert exchange["client_id"] == stack.google.web_client_id
     assert s256(exchange["code_verifier"]) == consent["code_challenge"]
     assert exchange["code_verifier"] != consent["state"]
 

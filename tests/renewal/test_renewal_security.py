@@ -240,6 +240,7 @@ def test_the_account_is_compared_without_case(stack: Stack) -> None:
     [
         ({"aud": "another-client.apps.googleusercontent.com"}, REFUSED_AUDIENCE),
         ({"aud": ["CLIENT", "another-client.apps.googleusercontent.com"]}, REFUSED_AUDIENCE),
+        ({"aud": "INSTALLED"}, REFUSED_AUDIENCE),  # the project's other client: not the page's
         ({"iss": "https://accounts.example.com"}, REFUSED_ISSUER),
         ({"iss": None}, REFUSED_ISSUER),
         ({"exp": 1_000_000_000}, REFUSED_EXPIRED),
@@ -249,7 +250,9 @@ def test_the_account_is_compared_without_case(stack: Stack) -> None:
 )
 def test_an_id_token_that_proves_nothing_is_refused(stack: Stack, claims: dict[str, Any], reason: str) -> None:
     if claims.get("aud") and isinstance(claims["aud"], list):
-        claims = {"aud": [stack.google.client_id if a == "CLIENT" else a for a in claims["aud"]]}
+        claims = {"aud": [stack.google.web_client_id if a == "CLIENT" else a for a in claims["aud"]]}
+    if claims.get("aud") == "INSTALLED":
+        claims = {"aud": stack.google.client_id}
     stack.google.id_token_claims = claims
 
     final, _ = stack.browser.follow(stack.start_url())
