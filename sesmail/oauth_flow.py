@@ -25,11 +25,13 @@ the real thing:
   code) and no traceback for a connection that timed out or reset, which an operator reads as a
   crash on a run that succeeded;
 - the callback is answered with a 303 to a code-free ``/done`` page on the same server, so the
-  code stays in neither the tab's URL, its history, nor a ``Referer``; the page (``no-store``,
-  ``no-referrer``) says what happened: received, consent denied, not our request (state
-  mismatch), or an error from Google. The terminal still has the final word: the code exchange
-  happens after the page is shown. The server stays up a few seconds after the answer so the
-  browser can fetch that page even when the run ends at once (a denied consent).
+  code stays in neither the tab's URL, its history, nor a ``Referer``; the page says what
+  happened: received, consent denied, not our request (state mismatch), or an error from Google.
+  It is rendered by :mod:`sesmail.pages`, so it looks like the phone renewal page and is served
+  with the same security headers (``no-store``, ``no-referrer``, a CSP that allows only its
+  style). The terminal still has the final word: the code exchange happens after the page is
+  shown. The server stays up a few seconds after the answer so the browser can fetch that page
+  even when the run ends at once (a denied consent).
 
 The URL is always printed, and the browser opened through :mod:`webbrowser` (so ``BROWSER`` is
 honoured) on a background thread: a browser command that blocks until it exits (a terminal
@@ -39,7 +41,6 @@ browser, or ``BROWSER`` without a trailing ``&``) cannot hold up the server that
 from __future__ import annotations
 
 import hmac
-import html
 import http.server
 import os
 import socketserver
@@ -49,7 +50,7 @@ import time
 import traceback
 import webbrowser
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -57,7 +58,7 @@ from google_auth_oauthlib.flow import InstalledAppFlow
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
-from sesmail import names
+from sesmail import names, pages
 from sesmail.identity import IdentityClaims, IdTokenError
 from sesmail.log import redact, register_secret
 from sesmail.refresh_errors import GOOGLE_PERMISSIONS_URL, RefreshFailed
@@ -143,36 +144,28 @@ def _require_https(section: Mapping[str, Any]) -> None:
 # --- the outcome page ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Page:
-    """One outcome page; every text is plain and escaped when rendered."""
-
-    title: str
-    heading: str
-    paragraphs: tuple[str, ...]
-    good: bool = False
-
-
 _BACK = "Return to your terminal"
-_PAGES: dict[str, _Page] = {
-    OUTCOME_RECEIVED: _Page(
+#: The outcome pages, in the renewal page's look (:mod:`sesmail.pages`); every text is plain and escaped.
+_PAGES: dict[str, pages.Page] = {
+    OUTCOME_RECEIVED: pages.Page(
         "ses-mail: renewal received",
         "Renewal received",
         (
             "ses-mail received Google's answer and is finishing the renewal of the Gmail token.",
             f"{_BACK} to see it complete; you can close this tab.",
         ),
-        good=True,
+        pages.TONE_GOOD,
     ),
-    OUTCOME_DENIED: _Page(
+    OUTCOME_DENIED: pages.Page(
         "ses-mail: consent denied",
         "Consent denied",
         (
             "Google says access was not allowed, so nothing was renewed.",
             f"{_BACK}, rerun the command and click Allow.",
         ),
+        pages.TONE_BAD,
     ),
-    OUTCOME_NOT_OURS: _Page(
+    OUTCOME_NOT_OURS: pages.Page(
         "ses-mail: not our request",
         "Not the request ses-mail is waiting for",
         (
@@ -180,40 +173,21 @@ _PAGES: dict[str, _Page] = {
             "an old consent tab, or a link from someone else), so it was refused and nothing was renewed.",
             f"{_BACK}, close other consent tabs and rerun the command.",
         ),
+        pages.TONE_BAD,
     ),
-    OUTCOME_ERROR: _Page(
+    OUTCOME_ERROR: pages.Page(
         "ses-mail: Google reported an error",
         "Google reported an error",
-        ("Google answered with an error instead of a grant ({detail}), so nothing was renewed.",),
+        (
+            "Google answered with an error instead of a grant ({detail}), so nothing was renewed.",
+            f"{_BACK}: it says what to do.",
+        ),
+        pages.TONE_BAD,
     ),
 }
-_ERROR_FOLLOW_UP = f"{_BACK}: it says what to do."
-_STYLE = (
-    "body{font:16px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;max-width:36em;margin:12vh auto;"
-    "padding:0 1.5em;color:#1f2328}h1{font-size:1.6em;margin:0 0 .6em}.good{color:#1a7f37}.bad{color:#b42318}"
-)
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{style}</style>
-</head>
-<body>
-<h1 class="{tone}">{heading}</h1>
-{paragraphs}
-</body>
-</html>
-"""
-#: On every response: nothing cached, no Referer leaves the page, nothing but the inline style may load.
-_COMMON_HEADERS = (
-    ("Cache-Control", "no-store"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
-    ("Connection", "close"),
-)
+#: On every response, the renewal page's security headers (nothing cached, no ``Referer``, nothing
+#: loads but the hashed inline style, no framing), and one request per connection.
+_COMMON_HEADERS: tuple[tuple[str, str], ...] = (*pages.SECURITY_HEADERS.items(), ("Connection", "close"))
 _NOT_OURS_BODY = b"Not the OAuth callback of ses-mail.\n"
 _DETAIL_LIMIT = 300
 
@@ -221,16 +195,8 @@ _DETAIL_LIMIT = 300
 def _render(outcome: str, detail: str) -> bytes:
     """The outcome page as small, valid HTML; Google's error text is escaped like everything else."""
     page = _PAGES[outcome]
-    texts = [text.replace("{detail}", detail) for text in page.paragraphs]
-    if outcome == OUTCOME_ERROR:
-        texts.append(_ERROR_FOLLOW_UP)
-    return _TEMPLATE.format(
-        title=html.escape(page.title),
-        style=_STYLE,
-        tone="good" if page.good else "bad",
-        heading=html.escape(page.heading),
-        paragraphs="\n".join(f"<p>{html.escape(text)}</p>" for text in texts),
-    ).encode()
+    paragraphs = tuple(text.replace("{detail}", detail) for text in page.paragraphs)
+    return pages.render(replace(page, paragraphs=paragraphs)).encode()
 
 
 def _classify(query: Mapping[str, list[str]], expected_state: str) -> tuple[str, str]:
@@ -296,7 +262,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         callback = self.server.callback
         if target.path == OUTCOME_PATH and callback.outcome is not None:
             outcome, detail = callback.outcome
-            self._send(200, _render(outcome, detail), "text/html; charset=utf-8", send_body=send_body)
+            self._send(200, _render(outcome, detail), pages.HTML_CONTENT_TYPE, send_body=send_body)
             if send_body:
                 callback.page_served.set()
             return

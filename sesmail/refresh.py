@@ -2,9 +2,15 @@
 
 The steps, in an order that keeps every failure harmless: check AWS access and that the stack is
 deployed (before any browser opens) → consent in the browser (:mod:`sesmail.oauth_flow`) →
-prove the new token by minting an access token → store it, all or nothing
-(:mod:`sesmail.token_store`) → publish ``TokenHoursUntilExpiration`` so the alarm clears now →
-audit record → start the retry processor, and with ``--wait`` follow it (:mod:`sesmail.retry_run`).
+prove the new token by minting an access token → store it, all or nothing, publish
+``TokenHoursUntilExpiration`` so the alarm clears now, write the audit record and start the retry
+processor: the steps the renewal page takes too, so both call
+:func:`sesmail.renewal.finish.complete_renewal`, and this module only words the outcome → with
+``--wait``, follow the retry processor (:mod:`sesmail.retry_run`).
+
+``--web-client-secret FILE`` is the one-time set-up of the phone renewal page instead: it checks
+that the file is a "Web application" client, stores it in its own SecureString parameter, says
+which redirect URI to register for it, and writes an audit record; no consent, no token.
 
 Output is for a human at a terminal. Every failure ends in one sentence with the fix
 (:mod:`sesmail.refresh_errors`) and exit code 1; tokens and the client secret never appear,
@@ -21,7 +27,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sesmail import names
@@ -33,9 +40,18 @@ from sesmail.mailboxes import Mailbox, MailboxTable
 from sesmail.oauth_flow import Grant, obtain_grant
 from sesmail.refresh_args import PROG, parse_args
 from sesmail.refresh_errors import ErrorContext, RefreshFailed, explain
-from sesmail.retry_run import follow_execution, queue_depth, retry_queue_url, start_retry_processor
-from sesmail.token_metrics import hours_left, publish_token_hours
-from sesmail.token_store import ProvenToken, StoredToken, missing_parameters, prove_token, store_token
+from sesmail.renewal.finish import Completion, Renewal, complete_renewal
+from sesmail.renewal.settings import PARAMETER_CACHE_SECONDS
+from sesmail.retry_run import TRIGGER, follow_execution, queue_depth, retry_queue_url
+from sesmail.token_metrics import hours_left
+from sesmail.token_store import (
+    ProvenToken,
+    StoredToken,
+    WrittenParameter,
+    missing_parameters,
+    prove_token,
+    put_secure_string,
+)
 from sesmail.tokens import ClientConfig, ClientConfigError, RefreshToken, iso_utc
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -66,12 +82,16 @@ class _Run:
     mailbox: str = names.DEFAULT_MAILBOX
     stored: bool = False
     execution_arn: str | None = None
+    #: ``--web-client-secret``: the web client JSON was written.
+    web_client_stored: bool = False
 
     def interrupted(self) -> str:
         if self.execution_arn:
             return f"stopped waiting; the retry processor keeps running: {self.execution_arn}"
         if self.stored:
             return "interrupted after the new token was stored; the retry processor was not started"
+        if self.web_client_stored:
+            return "interrupted after the web client JSON was stored; rerun to see the redirect URI to register"
         return "interrupted; nothing was stored"
 
 
@@ -81,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = ErrorContext(env=args.env, port=args.port, profile=args.profile)
     run = _Run(args.env, ctx, console, mailbox=args.mailbox)
     try:
+        if args.web_client_secret is not None:
+            return _store_web_client(args, run)
         return _renew(args, run)
     except KeyboardInterrupt:
         console.error(run.interrupted())
@@ -104,38 +126,66 @@ class _Caller:
         return self.arn.split(":")[1]
 
 
+@dataclass(frozen=True)
+class _Queue:
+    """The retry queue as it was just before the drain started, for ``--wait``'s progress."""
+
+    url: str | None
+    depth: int | None
+
+
 def _renew(args: argparse.Namespace, run: _Run) -> int:
     """The whole renewal; each step either succeeds or raises, and nothing is stored before the proof."""
     poll_seconds = _poll_seconds()
     aws = AwsClients(args.region, args.profile)
-    caller = _identify(aws, run)
+    caller = _identify(aws, run, f"Renewing the Gmail token of environment {run.env!r}")
     mailbox = _mailbox(aws.ssm, run)
     _require_deployed(aws.ssm, run.env, caller.region, run.mailbox)
     client_text, client = _client_config(args, aws.ssm, run.env)
     run.console.say(f"OAuth client {client.client_id} (from {args.client_secret or 'SSM'}).")
     proven, lifetime_source, account = _consent_and_prove(args, client_text, client, run.console, mailbox)
 
-    client_json = client_text if args.client_secret else None
-    stored = store_token(aws.ssm, run.env, proven, client_json=client_json, mailbox=run.mailbox)
-    run.stored = True
-    hours = _announce_stored(run.console, stored, proven.token, lifetime_source)
-    _publish_hours(aws, run, hours)
-    _audit(aws, run, caller, token=proven.token, stored=stored, lifetime_source=lifetime_source, account=account)
-    if args.no_retry:
+    state_machine_arn = (
+        None if args.no_retry else names.state_machine_arn(run.env, caller.region, caller.account, caller.partition)
+    )
+    queue = _queue_before_drain(aws, run) if args.wait else _Queue(None, None)
+    renewal = Renewal(
+        env=run.env,
+        mailbox=run.mailbox,
+        source=AUDIT_SOURCE,
+        who=caller.arn,
+        google_account=account,
+        lifetime_source=lifetime_source,
+        audit_fields={"account": caller.account, "tool": PROG},
+    )
+
+    def stored(written: StoredToken) -> None:
+        run.stored = True
+        _announce_stored(run.console, written, proven.token, lifetime_source)
+
+    completion = complete_renewal(
+        aws,
+        proven,
+        renewal,
+        state_machine_arn=state_machine_arn,
+        trigger=TRIGGER,
+        client_json=client_text if args.client_secret else None,
+        on_stored=stored,
+    )
+    _report_metric(run, completion)
+    _report_audit(run, completion.audit_stream, completion.audit_error)
+    if state_machine_arn is None:
         run.console.say("Not starting the retry processor (--no-retry): parked mail stays queued until it runs.")
         return EXIT_OK
-    return _retry(aws, run, caller, wait=args.wait, poll_seconds=poll_seconds)
+    return _report_drain(aws, run, completion, state_machine_arn, queue, wait=args.wait, poll_seconds=poll_seconds)
 
 
-def _identify(aws: AwsClients, run: _Run) -> _Caller:
-    """Who and where we are; fails on credentials or region before any browser opens."""
+def _identify(aws: AwsClients, run: _Run, doing: str) -> _Caller:
+    """Who and where we are; fails on credentials or region before any browser opens or anything is written."""
     region = str(aws.ssm.meta.region_name)
     identity = aws.get("sts").get_caller_identity()
     caller = _Caller(str(identity["Account"]), str(identity["Arn"]), region)
-    run.console.say(
-        f"Renewing the Gmail token of environment {run.env!r}: account {caller.account}, region {region}, "
-        f"as {caller.arn}."
-    )
+    run.console.say(f"{doing}: account {caller.account}, region {region}, as {caller.arn}.")
     return caller
 
 
@@ -222,21 +272,28 @@ def _consent_and_prove(
     return proven, lifetime_source, account
 
 
-def _announce_stored(console: Console, stored: StoredToken, token: RefreshToken, lifetime_source: str) -> float:
-    """Say what was written and when the token dies; returns the hours it has left."""
-    for parameter in stored.parameters:
-        console.say(f"Stored {parameter.name} (version {parameter.version}).")
-    hours = hours_left(token.expiry())
+def _announce_stored(console: Console, stored: StoredToken, token: RefreshToken, lifetime_source: str) -> None:
+    """Say what was written and when the token dies."""
+    _say_stored(console, stored.parameters)
     if token.expires_at is None:
         console.say(f"The token has no expiry ({lifetime_source}).")
     else:
+        hours = hours_left(token.expiry())
         console.say(f"The token expires {iso_utc(token.expires_at)} (in {hours:.1f} hours; {lifetime_source}).")
-    return hours
+
+
+def _say_stored(console: Console, parameters: Sequence[WrittenParameter]) -> None:
+    for parameter in parameters:
+        console.say(f"Stored {parameter.name} (version {parameter.version}).")
 
 
 def _require_deployed(ssm: Any, env: str, region: str, mailbox: str) -> None:
     """Fail before the browser opens when the stack (the mailbox's three parameters) is not deployed here."""
-    missing = missing_parameters(ssm, env, mailbox)
+    _refuse_missing(missing_parameters(ssm, env, mailbox), env, region)
+
+
+def _refuse_missing(missing: Sequence[str], env: str, region: str) -> None:
+    """The stack's parameters that ``pulumi up`` creates are missing: say how to deploy (or pick the region)."""
     if missing:
         what = f"SSM parameters {', '.join(missing)} do" if len(missing) > 1 else f"SSM parameter {missing[0]} does"
         raise RefreshFailed(
@@ -267,83 +324,83 @@ def _lifetime(grant: Grant, lifetime_days: int) -> tuple[timedelta | None, str]:
     return timedelta(days=lifetime_days), f"Google sent no lifetime, so --lifetime-days {lifetime_days} applies"
 
 
-def _publish_hours(aws: AwsClients, run: _Run, hours: float) -> None:
-    """Clear the expiry alarm now; if this fails the token monitor publishes within 15 minutes."""
+def _queue_before_drain(aws: AwsClients, run: _Run) -> _Queue:
+    """The retry queue's depth before the drain starts (``--wait`` counts deliveries from it).
+
+    Read before anything is stored; if it cannot be read, ``--wait`` still follows the retry
+    processor, by its status only, rather than throwing away a consent the operator just gave.
+    """
     try:
-        publish_token_hours(aws.get("cloudwatch"), run.env, hours, run.mailbox)
+        url = retry_queue_url(aws.sqs, run.env, run.mailbox)
+        return _Queue(url, queue_depth(aws.sqs, url) if url else None)
     except Exception as exc:
         run.console.warn(
-            f"{names.METRIC_TOKEN_HOURS} was not published ({explain(exc, run.ctx)}); the token monitor "
-            "publishes it within 15 minutes"
+            f"the retry queue could not be read ({explain(exc, run.ctx)}), so --wait shows the retry processor's "
+            "status only"
+        )
+        return _Queue(None, None)
+
+
+def _report_metric(run: _Run, completion: Completion) -> None:
+    """The expiry alarm clears now; if publishing failed the token monitor publishes within 15 minutes."""
+    if completion.metric_error is not None:
+        run.console.warn(
+            f"{names.METRIC_TOKEN_HOURS} was not published ({explain(completion.metric_error, run.ctx)}); the token "
+            "monitor publishes it within 15 minutes"
         )
         return
-    run.console.say(f"Published {names.METRIC_TOKEN_HOURS} = {hours:.1f} to {names.metric_namespace(run.env)}.")
+    run.console.say(
+        f"Published {names.METRIC_TOKEN_HOURS} = {completion.hours:.1f} to {names.metric_namespace(run.env)}."
+    )
 
 
-def _audit(
-    aws: AwsClients,
-    run: _Run,
-    caller: _Caller,
-    *,
-    token: RefreshToken,
-    stored: StoredToken,
-    lifetime_source: str,
-    account: str | None,
-) -> None:
-    """Record who renewed which mailbox's token, as which Google account, and the versions written; never the token."""
-    token_parameter = names.refresh_token_parameter(run.env, run.mailbox)
-    record = {
-        "action": names.AUDIT_ACTION_TOKEN_RENEWED,
-        "who": caller.arn,
-        "account": caller.account,
-        "env": run.env,
-        "mailbox": run.mailbox,
-        "google_account": account,
-        "source": AUDIT_SOURCE,
-        "when": iso_utc(token.created_at),
-        "parameter": token_parameter,
-        "version": stored.version_of(token_parameter),
-        "parameters": [{"name": p.name, "version": p.version} for p in stored.parameters],
-        "expires_at": iso_utc(token.expires_at),
-        "lifetime_source": lifetime_source,
-        "tool": PROG,
-    }
+def _report_audit(run: _Run, stream: str | None, error: Exception | None) -> None:
+    """Where the audit record went (never the token or a secret), or why there is none."""
     group = names.audit_log_group(run.env)
-    try:
-        stream = write_audit_record(aws.get("logs"), run.env, record)
-    except AuditLogGroupMissing:
+    if isinstance(error, AuditLogGroupMissing):
         run.console.warn(
             f"the audit log group {group} does not exist, so no audit record was written; "
             f"`{names.deploy_command(run.env)}` creates it"
         )
-        return
-    except Exception as exc:
-        run.console.warn(f"no audit record was written to {group}: {explain(exc, run.ctx)}")
-        return
-    run.console.say(f"Audit record written to {group} (stream {stream}).")
+    elif error is not None:
+        run.console.warn(f"no audit record was written to {group}: {explain(error, run.ctx)}")
+    else:
+        run.console.say(f"Audit record written to {group} (stream {stream}).")
 
 
-def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seconds: float) -> int:
-    """Start the retry processor; with ``wait``, follow it and fail when it fails."""
+def _report_drain(
+    aws: AwsClients,
+    run: _Run,
+    completion: Completion,
+    state_machine_arn: str,
+    queue: _Queue,
+    *,
+    wait: bool,
+    poll_seconds: float,
+) -> int:
+    """The retry processor was started (or not); with ``wait``, follow it and fail when it fails."""
     say = run.console.say
-    arn = names.state_machine_arn(run.env, caller.region, caller.account, caller.partition)
-    sfn, sqs = aws.get("stepfunctions"), aws.sqs
-    try:
-        queue_url = retry_queue_url(sqs, run.env, run.mailbox) if wait else None
-        initial = queue_depth(sqs, queue_url) if queue_url else None
-        execution = start_retry_processor(sfn, arn, mailbox=run.mailbox)
-    except Exception as exc:
+    execution = completion.execution_arn
+    if completion.drain_error is not None or execution is None:
+        cause = completion.drain_error or RuntimeError("no execution was started")
         raise RefreshFailed(
-            f"the new token is stored, but the retry processor was not started: {explain(exc, run.ctx)}"
-        ) from exc
+            f"the new token is stored, but the retry processor was not started: {explain(cause, run.ctx)}"
+        ) from completion.drain_error
     run.execution_arn = execution
     say(f"Started the retry processor: {execution}")
     if not wait:
         say("It delivers the parked mail in the background (follow it with --wait, or in the Step Functions console).")
         return EXIT_OK
+    initial = queue.depth
     say(f"Following it ({initial if initial is not None else 'unknown number of'} message(s) in the retry queue):")
     outcome = follow_execution(
-        sfn, sqs, execution, queue_url=queue_url, initial_depth=initial, poll_seconds=poll_seconds, say=say
+        aws.get("stepfunctions"),
+        aws.sqs,
+        execution,
+        queue_url=queue.url,
+        initial_depth=initial,
+        poll_seconds=poll_seconds,
+        say=say,
     )
     run.execution_arn = None
     if not outcome.succeeded:
@@ -351,7 +408,8 @@ def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seco
             f"the new token is stored, but the retry processor ended {outcome.status} "
             f"({outcome.error or 'no error'}: {outcome.cause or 'no cause given'}); the mail it did not deliver "
             f"stays in the retry queue, so see `aws stepfunctions get-execution-history --execution-arn {execution}`, "
-            f"fix the cause, and start it again with `aws stepfunctions start-execution --state-machine-arn {arn} "
+            f"fix the cause, and start it again with `aws stepfunctions start-execution --state-machine-arn "
+            f"{state_machine_arn} "
             f'--input \'{{"mailbox": "{run.mailbox}"}}\'`'
         )
     if outcome.delivered is None:
@@ -365,6 +423,112 @@ def _retry(aws: AwsClients, run: _Run, caller: _Caller, *, wait: bool, poll_seco
             "starts the retry processor again every 15 minutes until it is delivered."
         )
     return EXIT_OK
+
+
+# --- --web-client-secret FILE: the renewal page's OAuth client -------------------------------------------------
+
+#: Where a "Web application" client is made, and what to do with it (every refusal of the file ends with it).
+_CREATE_WEB_CLIENT = (
+    "create a 'Web application' OAuth client in Google's console (APIs & Services > Credentials > Create "
+    "credentials > OAuth client ID), download its JSON and rerun with --web-client-secret FILE"
+)
+
+
+def _store_web_client(args: argparse.Namespace, run: _Run) -> int:
+    """Validate the file, store it in its own parameter, say which redirect URI to register, audit; no consent."""
+    path: Path = args.web_client_secret
+    text, client = _web_client_config(path, run.env)
+    aws = AwsClients(args.region, args.profile)
+    caller = _identify(aws, run, f"Storing the phone renewal page's OAuth client of environment {run.env!r}")
+    name = names.web_client_credentials_parameter(run.env)
+    _refuse_missing(_missing(aws.ssm, [name]), run.env, caller.region)
+    run.console.say(f"Web OAuth client {client.client_id} (from {path}).")
+    if not any(uri.endswith(names.RENEWAL_CALLBACK_PATH) for uri in client.redirect_uris):
+        run.console.warn(
+            f"none of this client's redirect URIs ends with {names.RENEWAL_CALLBACK_PATH}, so Google refuses the "
+            "renewal page's consent (redirect_uri_mismatch) until you register the page's callback (see below)"
+        )
+
+    written = put_secure_string(aws.ssm, name, text)
+    run.web_client_stored = True
+    _say_stored(run.console, [written])
+    _say_redirect_uri(aws, run)
+    record = {
+        "action": names.AUDIT_ACTION_WEB_CLIENT_STORED,
+        "who": caller.arn,
+        "account": caller.account,
+        "env": run.env,
+        "source": AUDIT_SOURCE,
+        "tool": PROG,
+        "when": iso_utc(datetime.now(UTC)),
+        "client_id": client.client_id,
+        "redirect_uris": list(client.redirect_uris),
+        "parameter": name,
+        "version": written.version,
+    }
+    try:
+        stream: str | None = write_audit_record(aws.get("logs"), run.env, record)
+        error: Exception | None = None
+    except Exception as exc:
+        stream, error = None, exc
+    _report_audit(run, stream, error)
+    minutes = int(PARAMETER_CACHE_SECONDS // 60)
+    run.console.say(f"No token was renewed; the renewal page uses this client within {minutes} minutes.")
+    return EXIT_OK
+
+
+def _web_client_config(path: Path, env: str) -> tuple[str, ClientConfig]:
+    """The file's text and parsed client; refuses anything but a usable "Web application" client."""
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+        data = json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError included
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise RefreshFailed(f"{path} is not valid JSON ({detail}); {_CREATE_WEB_CLIENT}") from None
+    sections = data if isinstance(data, dict) else {}
+    if isinstance(sections.get("installed"), dict):
+        raise RefreshFailed(
+            f"{path} is a 'Desktop app' OAuth client (the kind --client-secret takes), but the renewal page needs "
+            f"a 'Web application' one; {_CREATE_WEB_CLIENT}"
+        )
+    if not isinstance(sections.get("web"), dict):
+        raise RefreshFailed(
+            f"{path} is not a 'Web application' OAuth client (it has no 'web' section); {_CREATE_WEB_CLIENT}"
+        )
+    try:
+        client = ClientConfig.from_json(text, env=env)
+    except ClientConfigError as exc:
+        # Its reason ends with the installed client's fix (--client-secret), which is not this one.
+        reason = exc.reason.rpartition("; ")[0] or exc.reason
+        raise RefreshFailed(f"{path} is not a usable OAuth client file ({reason}); {_CREATE_WEB_CLIENT}") from None
+    return text, client
+
+
+def _missing(ssm: Any, parameter_names: Sequence[str]) -> list[str]:
+    """Those of ``parameter_names`` that do not exist (``pulumi up`` creates them with a placeholder)."""
+    filters = [{"Key": "Name", "Option": "Equals", "Values": list(parameter_names)}]
+    found = {p["Name"] for p in ssm.describe_parameters(ParameterFilters=filters).get("Parameters", [])}
+    return [name for name in parameter_names if name not in found]
+
+
+def _say_redirect_uri(aws: AwsClients, run: _Run) -> None:
+    """The redirect URI to register for the web client: the renewal function URL's callback path."""
+    function = names.renewal_function(run.env)
+    where = "in Google's console (APIs & Services > Credentials > this client > Authorized redirect URIs)"
+    try:
+        url = str(aws.get("lambda").get_function_url_config(FunctionName=function)["FunctionUrl"])
+    except Exception as exc:
+        response = getattr(exc, "response", None)
+        code = (response.get("Error", {}).get("Code") if isinstance(response, dict) else None) or type(exc).__name__
+        run.console.say(
+            f"Register the renewal page's URL followed by 'callback' as a redirect URI of this client {where}; the "
+            f"function URL of {function} could not be read ({code}), so find the page's URL with "
+            f"`pulumi stack output renewalUrl --stack {run.env}`."
+        )
+        return
+    run.console.say(f"Register this redirect URI for the client {where}, unless it is there already:")
+    run.console.say(f"  {names.renewal_redirect_uri(url)}")
+    run.console.say(f"The renewal page: {url}")
 
 
 def _poll_seconds() -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sesmail import names
@@ -17,12 +17,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.wait and args.no_retry:
         parser.error("--wait follows the retry processor, so it cannot be combined with --no-retry")
-    if args.lifetime_days is None:
+    if args.web_client_secret is not None:
+        given = [option for option, value in _RENEWAL_ONLY if value(args)]
+        if given:
+            parser.error(
+                f"--web-client-secret only stores the renewal page's OAuth client (no consent, no token), so it "
+                f"cannot be combined with {' or '.join(given)} ({'options' if len(given) > 1 else 'an option'} of a "
+                "token renewal); renew separately"
+            )
+    if args.mailbox is None:
+        args.mailbox = names.DEFAULT_MAILBOX
+    if args.lifetime_days is None and args.web_client_secret is None:
         try:
             args.lifetime_days = stack_token_lifetime_days(args.env)
         except ValueError as exc:
             parser.error(str(exc))
     return args
+
+
+#: Options of a token renewal that mean nothing to ``--web-client-secret`` (which runs no consent).
+_RENEWAL_ONLY: tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...] = (
+    ("--client-secret", lambda args: args.client_secret is not None),
+    ("--wait", lambda args: bool(args.wait)),
+    ("--no-retry", lambda args: bool(args.no_retry)),
+    ("--no-browser", lambda args: bool(args.no_browser)),
+    ("--mailbox", lambda args: args.mailbox is not None),
+    ("--lifetime-days", lambda args: args.lifetime_days is not None),
+)
 
 
 def stack_token_lifetime_days(env: str, directory: Path | None = None) -> int:
@@ -47,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Renew the Gmail OAuth refresh token of a ses-mail environment: consent in the browser, "
         "store the token in SSM, clear the expiry alarm, and deliver the mail that waited in the retry queue.",
-        epilog="Example: python -m sesmail.refresh --env test --client-secret ~/Downloads/client_secret.json --wait",
+        epilog="Example: python -m sesmail.refresh --env test --client-secret ~/Downloads/client_secret.json --wait. "
+        "Once, to renew from a phone: python -m sesmail.refresh --env test --web-client-secret "
+        "~/Downloads/client_secret_web.json",
     )
     parser.add_argument("--env", required=True, type=_env, help="environment (the Pulumi stack name), e.g. test")
     parser.add_argument(
@@ -56,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="OAuth client JSON downloaded from Google's console; stored in SSM (replacing the old one) "
         "together with the new token",
+    )
+    parser.add_argument(
+        "--web-client-secret",
+        metavar="FILE",
+        type=Path,
+        help="set up the phone renewal page instead of renewing a token: store this 'Web application' OAuth "
+        "client JSON in its own SSM parameter and print the redirect URI to register for it",
     )
     parser.add_argument("--no-browser", action="store_true", help="print the consent URL instead of opening a browser")
     parser.add_argument(
@@ -83,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mailbox",
         metavar="NAME",
         type=_mailbox,
-        default=names.DEFAULT_MAILBOX,
+        default=None,  # parse_args fills in the default, once it knows the option was not given
         help=f"which mailbox's token to renew (ses-mail:mailboxes; default {names.DEFAULT_MAILBOX!r})",
     )
     parser.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: your AWS configuration)")

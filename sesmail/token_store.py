@@ -1,4 +1,4 @@
-"""The only code that writes the Gmail refresh token (and its expiry and client JSON) to SSM.
+"""The only code that writes the Gmail refresh token (and its expiry and the client JSONs) to SSM.
 
 Two rules make a renewal safe to interrupt at any point:
 
@@ -107,6 +107,16 @@ def store_token(
     return StoredToken(tuple(done))
 
 
+def put_secure_string(ssm: Any, name: str, value: str) -> WrittenParameter:
+    """Overwrite the SecureString ``name`` with ``value``, keeping the KMS key it has (Pulumi may have chosen one).
+
+    One write, so nothing to undo; for a parameter of its own (the renewal page's web client JSON).
+    """
+    described = _describe(ssm, [name])
+    key_id = described[0].get("KeyId") if described and described[0].get("Type") == SECURE else None
+    return WrittenParameter(name, _put_with_key(ssm, _Write(name, value, SECURE), key_id))
+
+
 def _parameter_names(env: str, mailbox: str) -> list[str]:
     return [
         names.client_credentials_parameter(env),
@@ -144,9 +154,12 @@ def _snapshot(ssm: Any, parameter_names: Sequence[str]) -> dict[str, _Previous]:
 
 def _put(ssm: Any, write: _Write, previous: _Previous | None) -> int:
     """Overwrite one parameter, keeping its KMS key (Pulumi may have chosen one)."""
-    extra: dict[str, str] = {}
-    if write.type == SECURE and previous is not None and previous.type == SECURE and previous.key_id:
-        extra["KeyId"] = previous.key_id
+    kept = previous.key_id if previous is not None and previous.type == SECURE else None
+    return _put_with_key(ssm, write, kept)
+
+
+def _put_with_key(ssm: Any, write: _Write, key_id: str | None) -> int:
+    extra: dict[str, str] = {"KeyId": key_id} if write.type == SECURE and key_id else {}
     response = ssm.put_parameter(Name=write.name, Value=write.value, Type=write.type, Overwrite=True, **extra)
     return int(response["Version"])
 

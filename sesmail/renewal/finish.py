@@ -20,7 +20,7 @@ the web client, the CLI's to the installed one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -116,11 +116,18 @@ def complete_renewal(
     trigger: str,
     client_json: str | None = None,
     now: datetime | None = None,
+    on_stored: Callable[[StoredToken], None] | None = None,
 ) -> Completion:
-    """Steps 1-4 of the module docstring; raises only when storing fails (then nothing was changed)."""
+    """Steps 1-4 of the module docstring; raises only when storing fails (then nothing was changed).
+
+    ``on_stored`` is called as soon as step 1 succeeded, before the later steps: the CLI prints
+    what it wrote at once, and knows, should Ctrl-C interrupt a later step, that the token is stored.
+    """
     proven = bind_client(proven)
     token = proven.token
     stored = store_token(aws.get("ssm"), renewal.env, proven, client_json=client_json, mailbox=renewal.mailbox)
+    if on_stored is not None:
+        on_stored(stored)
     hours = hours_left(token.expiry(), now)
 
     metric_error: Exception | None = None

@@ -113,9 +113,9 @@ def load_secrets(read_parameters: ReadParameters, env: str) -> Secrets:
     found = read_parameters([client_name, secret_name])
     client_text = found.get(client_name, (None, 0))[0]
     upload = (
-        f"create a 'Web application' OAuth client whose redirect URI is this page's URL followed by "
-        f"'callback', download its JSON and store it: aws ssm put-parameter --name {client_name} "
-        "--type SecureString --overwrite --value file://client.json"
+        "create a 'Web application' OAuth client whose redirect URI is this page's URL followed by "
+        f"'callback', download its JSON and store it: python -m sesmail.refresh --env {env} "
+        "--web-client-secret FILE"
     )
     if client_text is None or names.is_placeholder(client_text):
         raise NotConfigured(f"the web OAuth client JSON {client_name} is not configured yet; {upload}")

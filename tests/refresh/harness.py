@@ -10,6 +10,7 @@ token or client secret ever reached it.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import queue
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,8 @@ PARAMETERS = (
     names.refresh_token_parameter(ENV),
     names.refresh_token_expiry_parameter(ENV),
 )
+#: The renewal page's web client JSON (``--web-client-secret FILE``); not one of the token's parameters.
+WEB_CLIENT = names.web_client_credentials_parameter(ENV)
 
 
 # --- moto ----------------------------------------------------------------------------------------
@@ -259,7 +263,7 @@ def install_retry_processor(cloud: Cloud, definition: Mapping[str, Any]) -> str:
 
 def deploy_stack(cloud: Cloud, google: FakeGoogle, *, processor: Mapping[str, Any] | None) -> None:
     """What ``pulumi up`` leaves behind (placeholders), plus the client JSON uploaded by an earlier run."""
-    for name in PARAMETERS:
+    for name in (*PARAMETERS, WEB_CLIENT):
         extra = {} if cloud.parameter_type(name) == "String" else {"KeyId": "alias/aws/ssm"}
         cloud.ssm.put_parameter(Name=name, Value=names.placeholder_value(ENV), Type=cloud.parameter_type(name), **extra)
     cloud.sqs.create_queue(QueueName=names.retry_queue(ENV))
@@ -268,6 +272,28 @@ def deploy_stack(cloud: Cloud, google: FakeGoogle, *, processor: Mapping[str, An
     if processor is not None:
         install_retry_processor(cloud, processor)
     cloud.put_parameter(names.client_credentials_parameter(ENV), json.dumps(google.client_json()))
+
+
+def deploy_renewal_function(cloud: Cloud) -> str:
+    """The renewal page's function with its function URL, as ``pulumi up`` makes them; returns the URL."""
+    role = cloud.client("iam").create_role(
+        RoleName=names.renewal_role(ENV),
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("handlers/renewal.py", "def handler(event, context):\n    return {}\n")
+    function = cloud.client("lambda")
+    function.create_function(
+        FunctionName=names.renewal_function(ENV),
+        Runtime="python3.12",
+        Role=role,
+        Handler=names.RENEWAL_HANDLER,
+        Code={"ZipFile": archive.getvalue()},
+    )
+    return str(
+        function.create_function_url_config(FunctionName=names.renewal_function(ENV), AuthType="NONE")["FunctionUrl"]
+    )
 
 
 # --- Google ------------------------------------------------------------------------------------
@@ -291,7 +317,12 @@ class RefreshFakeGoogle(FakeGoogle):
         return token
 
     def secrets(self) -> list[str]:
-        return [*self.issued_refresh_tokens(), *self.issued_access_tokens(), self.client_secret]
+        return [
+            *self.issued_refresh_tokens(),
+            *self.issued_access_tokens(),
+            self.client_secret,
+            self.web_client_secret,
+        ]
 
 
 # --- the CLI -------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ developer's machine; with ``CI`` set they fail instead, so CI cannot pass withou
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -26,54 +25,25 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from tests.browser import NAVIGATION_TIMEOUT_MS, chromium_page, needs_chromium
 from tests.refresh.harness import Cli, CliResult, Cloud, LiveCli, RefreshFakeGoogle
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, Request
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: ``--headless`` comes from Playwright's ``headless=True``; the rest keep Chromium off the network
-#: (only 127.0.0.1 is reachable here) and quiet.
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-)
 #: The brief: an idle or half-open connection may not delay the callback by more than a second.
 CALLBACK_BUDGET_SECONDS = 1.0
 #: The whole navigation (consent redirect, callback, outcome page) in a loaded 2-core machine.
 NAVIGATION_BUDGET_SECONDS = 5.0
-NAVIGATION_TIMEOUT_MS = 90_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason=f"needs Debian's headless Chromium at {CHROMIUM} (apt-get install -y chromium); CI always runs these",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
     """A fresh Chromium (own user-data-dir) with one tab; in CI a missing browser is a failure."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"CI is set but {CHROMIUM} is missing: CI must `apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=list(CHROMIUM_ARGS),
-        )
-        try:
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "chromium-profile") as tab:
+        yield tab
 
 
 def _consent_url(live: LiveCli) -> str:

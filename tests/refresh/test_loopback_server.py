@@ -19,7 +19,7 @@ import pytest
 from oauthlib.oauth2 import WebApplicationClient
 from oauthlib.oauth2.rfc6749 import errors as oe
 
-from sesmail import names, oauth_flow
+from sesmail import names, oauth_flow, pages
 from sesmail.refresh_errors import RefreshFailed
 
 STATE = "the-state-this-run-sent"
@@ -212,3 +212,22 @@ def test_every_outcome_page_is_small_escaped_html_with_a_title() -> None:
         assert len(page) < 2000
     error_page = oauth_flow._render(oauth_flow.OUTCOME_ERROR, "<b>x</b> & {title}").decode()
     assert "&lt;b&gt;x&lt;/b&gt; &amp; {title}" in error_page
+
+
+def test_the_outcome_page_has_the_renewal_page_s_look_and_security_headers(
+    server: oauth_flow._LoopbackServer,
+) -> None:
+    port = server.server_port
+    _, headers, _ = _get(port, _answer(state=STATE, code="4/abc"))
+
+    status, page_headers, page = _get(port, headers["location"])
+
+    assert status == 200
+    for answered in (headers, page_headers):
+        for name, value in pages.SECURITY_HEADERS.items():
+            assert answered[name.lower()] == value
+        assert answered["connection"] == "close"
+    # The style the CSP's hash allows, and nothing inline besides it.
+    assert f"<style>{pages.STYLE}</style>" in page.decode()
+    assert "unsafe-inline" not in page_headers["content-security-policy"]
+    assert '<h1 class="good">Renewal received</h1>' in page.decode()

@@ -17,6 +17,7 @@ from sesmail import names
 from tests.fakes.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE
 from tests.refresh.fake_browser import consent
 from tests.refresh.harness import (
+    ACCOUNT,
     CALLER_ARN,
     CLI,
     ENV,
@@ -56,8 +57,9 @@ def test_happy_path_stores_proves_publishes_audits_and_starts_the_retry_processo
     assert token_parameter["Type"] == "SecureString"
     assert token_parameter["Version"] == before[TOKEN] + 1
     stored = json.loads(token_parameter["Value"])
-    assert set(stored) == {"token", "created_at", "expires_at", "scopes"}
+    assert set(stored) == {"token", "created_at", "expires_at", "scopes", "client_id"}
     assert stored["token"] in google.issued_refresh_tokens()
+    assert stored["client_id"] == google.client_id  # the installed client that obtained it (DESIGN.md)
     assert stored["scopes"] == list(names.CONSENT_SCOPES)  # gmail.insert and gmail.labels
     assert _stored_lifetime(deployed) == timedelta(days=names.TESTING_TOKEN_LIFETIME_DAYS)
     expiry_parameter = deployed.parameter(EXPIRY)
@@ -81,6 +83,20 @@ def test_happy_path_stores_proves_publishes_audits_and_starts_the_retry_processo
     assert record["when"] == stored["created_at"]
     assert (record["parameter"], record["version"]) == (TOKEN, token_parameter["Version"])
     assert record["expires_at"] == stored["expires_at"]
+    assert {k: record[k] for k in ("account", "env", "mailbox", "source", "tool", "client_id")} == {
+        "account": ACCOUNT,
+        "env": ENV,
+        "mailbox": names.DEFAULT_MAILBOX,
+        "source": "refresh-cli",
+        "tool": "python -m sesmail.refresh",
+        "client_id": google.client_id,
+    }
+    assert record["google_account"] == google.consent_account
+    assert record["parameters"] == [
+        {"name": TOKEN, "version": token_parameter["Version"]},
+        {"name": EXPIRY, "version": expiry_parameter["Version"]},
+    ]
+    assert "Google sent no lifetime" in record["lifetime_source"]
     assert stored["token"] not in deployed.audit_raw()
     # The retry processor runs under its derived ARN.
     (execution,) = deployed.executions()
@@ -303,14 +319,24 @@ def test_a_browser_that_cannot_start_still_leaves_the_printed_url_usable(deploye
 def test_a_web_client_works_with_a_warning_about_its_redirect_uris(
     deployed: Cloud, cli: Cli, google: RefreshFakeGoogle, tmp_path: Path
 ) -> None:
+    port = _free_port()
+    google.web_redirect_uris.add(f"http://127.0.0.1:{port}/")  # what the warning tells the operator to register
     client_file = tmp_path / "client_secret_web.json"
     client_file.write_text(json.dumps(google.client_json("web")))
 
-    result = cli.run("--client-secret", str(client_file), "--no-retry")
+    result = cli.run("--client-secret", str(client_file), "--no-retry", "--port", port)
 
     assert result.returncode == 0, result.stderr
     assert "warning: this is a 'web' OAuth client" in result.stderr
+    assert f"http://127.0.0.1:{port}/" in result.stderr
     assert json.loads(deployed.parameter(CLIENT)["Value"]) == google.client_json("web")
+    assert deployed.parameter_json(TOKEN)["client_id"] == google.web_client_id
+
+
+def _free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 def test_a_rerun_on_the_same_port_right_away_works(deployed: Cloud, cli: Cli) -> None:

@@ -243,3 +243,47 @@ def test_missing_audit_log_group_is_a_warning_naming_the_command_that_creates_it
         f"warning: the audit log group {names.audit_log_group(ENV)} does not exist, so no audit record was "
         f"written; `pulumi up --stack {ENV}` creates it"
     ]
+
+
+def test_steps_after_storing_that_fail_are_warnings_and_the_drain_an_error_with_the_token_kept(
+    deployed: Cloud, cli: Cli, google: RefreshFakeGoogle
+) -> None:
+    """Metric, audit and drain each fail (IAM denies them): the token stays stored, each says what happened."""
+    keys = deployed.operator_credentials(["sts:GetCallerIdentity", "ssm:*", "sqs:*", "logs:CreateLogStream"])
+
+    with deployed.iam_enforced():
+        result = cli.run(env=keys)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    metric, audit, error = result.stderr.splitlines()
+    # AWS names the action cloudwatch:PutMetricData; moto names it after the endpoint, monitoring:PutMetricData.
+    assert metric.startswith(f"warning: {names.METRIC_TOKEN_HOURS} was not published (AWS denied ")
+    assert ":PutMetricData to these credentials" in metric
+    assert metric.endswith("the token monitor publishes it within 15 minutes")
+    assert audit.startswith(
+        f"warning: no audit record was written to {names.audit_log_group(ENV)}: AWS denied logs:PutLogEvents"
+    )
+    assert error.startswith(
+        "error: the new token is stored, but the retry processor was not started: AWS denied states:StartExecution"
+    )
+    stored = json.loads(deployed.parameter(names.refresh_token_parameter(ENV))["Value"])
+    assert stored["token"] in google.issued_refresh_tokens() and stored["client_id"] == google.client_id
+    assert f"Stored {names.refresh_token_parameter(ENV)}" in result.stdout
+    assert deployed.executions() == [] and deployed.audit_records() == [] and deployed.token_hours() == []
+
+
+def test_wait_follows_by_status_when_the_retry_queue_cannot_be_read(deployed: Cloud, cli: Cli) -> None:
+    allowed = ["sts:GetCallerIdentity", "ssm:*", "cloudwatch:*", "monitoring:*", "logs:*", "states:*"]  # no sqs
+    keys = deployed.operator_credentials(allowed)
+
+    with deployed.iam_enforced():
+        result = cli.run("--wait", env=keys)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("warning: the retry queue could not be read (AWS denied sqs:GetQueueUrl")
+    assert warning.endswith("so --wait shows the retry processor's status only")
+    assert "Following it (unknown number of message(s) in the retry queue):" in result.stdout
+    assert "The retry processor finished." in result.stdout
+    (execution,) = deployed.executions()
+    assert execution["status"] == "SUCCEEDED"

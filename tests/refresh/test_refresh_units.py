@@ -18,10 +18,12 @@ from sesmail.errors import MailboxRefusedError
 from sesmail.http import HttpClient
 from sesmail.oauth_flow import InsecureClientUri
 from sesmail.refresh_errors import ErrorContext, explain
+from sesmail.renewal.finish import Renewal, complete_renewal
+from sesmail.retry_run import TRIGGER
 from sesmail.token_metrics import hours_left
-from sesmail.token_store import ProvenToken, StoreFailed, prove_token, store_token
+from sesmail.token_store import ProvenToken, StoredToken, StoreFailed, prove_token, store_token
 from sesmail.tokens import ClientConfig, RefreshToken, TokenExpiry
-from tests.refresh.harness import ENV, PARAMETERS, Cloud, RefreshFakeGoogle, deploy_stack
+from tests.refresh.harness import CALLER_ARN, ENV, PARAMETERS, Cloud, RefreshFakeGoogle, deploy_stack
 
 CTX = ErrorContext(env=ENV, port=8080)
 
@@ -107,6 +109,39 @@ def test_secure_strings_keep_their_kms_key(cloud: Cloud, proven: ProvenToken) ->
 
     (described,) = cloud.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
     assert described["KeyId"] == "alias/ses-mail"
+
+
+class _InterruptedMetric:
+    """moto's clients, except that publishing the metric is where the operator presses Ctrl-C."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self._cloud = cloud
+
+    def get(self, service: str) -> Any:
+        if service == "cloudwatch":
+            return self
+        return self._cloud.client(service)
+
+    def put_metric_data(self, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+
+def test_complete_renewal_says_the_token_is_stored_before_the_later_steps(
+    cloud: Cloud, proven: ProvenToken, google: RefreshFakeGoogle
+) -> None:
+    """The CLI learns the token is stored before a later step runs: Ctrl-C there must not say "nothing was stored"."""
+    seen: list[StoredToken] = []
+    renewal = Renewal(ENV, names.DEFAULT_MAILBOX, "refresh-cli", CALLER_ARN, None, "seven days")
+
+    with pytest.raises(KeyboardInterrupt):
+        complete_renewal(
+            _InterruptedMetric(cloud), proven, renewal, state_machine_arn=None, trigger=TRIGGER, on_stored=seen.append
+        )
+
+    (stored,) = seen
+    token_parameter = names.refresh_token_parameter(ENV)
+    assert stored.version_of(token_parameter) == cloud.parameter(token_parameter)["Version"]
+    assert cloud.parameter_json(token_parameter)["client_id"] == google.client_id
 
 
 def test_hours_left() -> None:

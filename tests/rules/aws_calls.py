@@ -33,6 +33,7 @@ RESOURCE_FIELDS = (
     "logGroupName",
     "logStreamName",
     "Namespace",
+    "FunctionName",
 )
 
 #: botocore signing name → IAM service prefix, where they differ.
@@ -131,6 +132,8 @@ def iam_requests(call: AwsCall, *, partition: str, account: str) -> list[Request
     if call.action in {"logs:CreateLogStream", "logs:PutLogEvents"}:  # both act on the log stream
         group, stream = p["logGroupName"], p["logStreamName"]
         return [Request(call.action, f"{arn}:logs:{region}:{account}:log-group:{group}:log-stream:{stream}")]
+    if call.action == "lambda:GetFunctionUrlConfig":
+        return [Request(call.action, f"{arn}:lambda:{region}:{account}:function:{p['FunctionName']}")]
     if call.action == "cloudwatch:PutMetricData":
         return [Request(call.action, "*", {"cloudwatch:namespace": p["Namespace"]})]  # no resource type
     raise KeyError(f"no IAM mapping for {call.action} yet: add it to tests/rules/aws_calls.py")

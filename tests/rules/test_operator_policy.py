@@ -35,6 +35,7 @@ from tests.refresh.harness import (
     Cloud,
     MotoServer,
     RefreshFakeGoogle,
+    deploy_renewal_function,
     deploy_stack,
 )
 from tests.rules.aws_calls import CALL_LOG_VARIABLE, AwsCall, Request, iam_requests, record_calls
@@ -176,12 +177,18 @@ def test_the_operator_policy_grants_every_aws_call_of_the_refresh_cli_and_nothin
     cli = Cli(moto_server, tmp_path)
     client_file = tmp_path / "client_secret.json"
     client_file.write_text(json.dumps(google.client_json()), encoding="utf-8")
+    web_client_file = tmp_path / "web_client.json"
+    web_client_file.write_text(json.dumps(google.client_json("web")), encoding="utf-8")
+    deploy_renewal_function(cloud)  # --web-client-secret looks up the page's URL, the redirect URI to register
     runs = {
         "--env test": _run_recorded(cli, tmp_path / "plain.jsonl"),
         "--env test --client-secret FILE --wait": _run_recorded(
             cli, tmp_path / "wait.jsonl", "--client-secret", str(client_file), "--wait"
         ),
         "a failed write rolled back": _store_with_a_failed_write_after_creating_a_parameter(cloud, google, monkeypatch),
+        "--env test --web-client-secret FILE": _run_recorded(
+            cli, tmp_path / "web.jsonl", "--web-client-secret", str(web_client_file)
+        ),
     }
     for result in cli.results:  # as in tests/refresh: no token or client secret in any output
         for secret in google.secrets():
@@ -215,4 +222,5 @@ def test_the_operator_policy_grants_every_aws_call_of_the_refresh_cli_and_nothin
         "states:ListExecutions",
         "sqs:GetQueueAttributes",
         "ssm:DeleteParameter",
+        "lambda:GetFunctionUrlConfig",
     } <= actions
