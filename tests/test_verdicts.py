@@ -21,8 +21,14 @@ TO_INBOX, TO_SPAM, REJECTED = Placement.INBOX, Placement.SPAM, Placement.REJECTE
 
 
 def _v(spf: str = "PASS", dkim: str = "PASS", dmarc: str = "PASS", policy: str | None = None, **other: str) -> Verdicts:
-    return Verdicts(spf=spf, dkim=dkim, dmarc=dmarc, dmarc_policy=policy, spam=other.get("spam", "PASS"),
-                    virus=other.get("virus", "PASS"))
+    return Verdicts(
+        spf=spf,
+        dkim=dkim,
+        dmarc=dmarc,
+        dmarc_policy=policy,
+        spam=other.get("spam", "PASS"),
+        virus=other.get("virus", "PASS"),
+    )
 
 
 #: (verdicts, expected placement in spam / drop / inbox mode)

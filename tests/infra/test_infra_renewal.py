@@ -16,7 +16,16 @@ import pytest
 from sesmail import names
 from sesmail.infra.archive import RENEWAL, RENEWAL_ONLY, RUNTIME, lambda_source_files, write_zip
 from sesmail.infra.config import ConfigError, StackConfig
-from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, ProgramRun, is_secret, run_program, stack_config, unsecret
+from tests.infra.harness import (
+    ACCOUNT_ID,
+    PARTITION,
+    REGION,
+    ProgramRun,
+    is_secret,
+    run_program,
+    stack_config,
+    unsecret,
+)
 
 ENV = "test"
 FUNCTION = "aws:lambda/function:Function"
@@ -50,9 +59,7 @@ def unaddressed_run() -> ProgramRun:
 
 
 def _policy(run: ProgramRun) -> dict[str, Any]:
-    policy: dict[str, Any] = run.one("aws:iam/rolePolicy:RolePolicy", role=names.renewal_role(ENV)).json_input(
-        "policy"
-    )
+    policy: dict[str, Any] = run.one("aws:iam/rolePolicy:RolePolicy", role=names.renewal_role(ENV)).json_input("policy")
     return policy
 
 
