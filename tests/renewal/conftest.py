@@ -1,13 +1,8 @@
 """The renewal page over real HTTP: the handler behind a local function-URL adapter, moto, the fake Google.
 
-- :class:`FunctionUrl` serves ``handlers.renewal.handler`` on 127.0.0.1, turning each HTTP request
-  into a payload-format-2.0 function URL event (``rawPath``, ``rawQueryString``, ``cookies``,
-  lower-case ``headers``, ``requestContext``) and the handler's answer back into HTTP (one
-  ``Set-Cookie`` per entry of ``cookies``), one invocation at a time, as Lambda runs a container.
-- :class:`Browser` follows redirects across the page and the fake Google and keeps the page's
-  cookies. It sends the page's ``Secure`` cookies over plain-http loopback: the real function URL
-  is HTTPS only, so ``Secure`` never stops a cookie there, and browsers also treat
-  ``http://127.0.0.1`` as a secure context; ``http.cookiejar`` would drop them.
+- :class:`~tests.function_url.FunctionUrl` serves ``handlers.renewal.handler`` on 127.0.0.1 as a
+  function URL does, and :class:`~tests.function_url.Browser` follows the redirects across the page
+  and the fake Google (both shared with the e2e).
 - :class:`RenewalFakeGoogle` is the shared fake plus what these tests script: id token claims
   (a foreign ``aud`` or ``iss``, an old ``exp``) and the lists of every secret it handed out.
 - moto (in process) holds SSM, SQS, CloudWatch, CloudWatch Logs and Step Functions as the stack
@@ -22,15 +17,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import secrets
-import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -44,12 +34,20 @@ from sesmail.mailboxes import Mailbox, MailboxTable
 from sesmail.pages import SECURITY_HEADERS
 from sesmail.renewal.settings import FLOW_COOKIE, RESULT_COOKIE
 from tests.fakes.google import DEFAULT_ACCOUNT, FakeGoogle
+from tests.function_url import (
+    FUNCTION_DOMAIN,
+    Browser,
+    Exchange,
+    FunctionUrl,
+    Invocation,
+    LambdaContext,
+    function_url_event,
+    is_callback,
+)
 
 ENV = "test"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-#: What Lambda puts in ``requestContext.domainName`` for a function URL.
-FUNCTION_DOMAIN = "abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws"
 WORK = "work"
 #: The work mailbox's configured address, in another case than Google's answer (compared without case).
 WORK_ADDRESS = "Work.Person@gmail.com"
@@ -117,243 +115,6 @@ def _b64url(data: bytes) -> str:
 
 def s256(verifier: str) -> str:
     return _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
-
-
-# --- the function URL adapter -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Invocation:
-    event: dict[str, Any]
-    response: dict[str, Any]
-
-
-class _AdapterServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, adapter: FunctionUrl) -> None:
-        self.adapter = adapter
-        super().__init__(("127.0.0.1", 0), _AdapterHandler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Quiet: a test client hanging up is not a failure of the page."""
-
-
-class _AdapterHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _AdapterServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """No request log: the callback's request line carries the code."""
-
-    def do_GET(self) -> None:
-        self._invoke()
-
-    def do_POST(self) -> None:
-        self._invoke()
-
-    def do_PUT(self) -> None:
-        self._invoke()
-
-    def do_DELETE(self) -> None:
-        self._invoke()
-
-    def do_HEAD(self) -> None:
-        self._invoke()
-
-    def do_OPTIONS(self) -> None:
-        self._invoke()
-
-    def _invoke(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        answer = self.server.adapter.invoke(self.command, self.path, self.headers.items(), body, self.client_address)
-        payload = str(answer.get("body") or "").encode("utf-8")
-        self.send_response(int(answer["statusCode"]))
-        for name, value in (answer.get("headers") or {}).items():
-            self.send_header(name, value)
-        for cookie in answer.get("cookies") or []:
-            self.send_header("Set-Cookie", cookie)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-
-class FunctionUrl:
-    """``handlers.renewal.handler`` behind a Lambda-function-URL-shaped HTTP server on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self._server = _AdapterServer(self)
-        self._lock = threading.Lock()  # one invocation at a time, like one Lambda container
-        self.invocations: list[Invocation] = []
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def base_url(self) -> str:
-        return self.origin + "/"
-
-    def invoke(self, method: str, target: str, headers: Any, body: bytes, client: tuple[str, int]) -> dict[str, Any]:
-        event = function_url_event(method, target, headers, body, client)
-        with self._lock:
-            response = handlers.renewal.handler(event, _Context())
-            self.invocations.append(Invocation(event, response))
-        return response
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-
-
-def function_url_event(
-    method: str, target: str, headers: Any, body: bytes = b"", client: tuple[str, int] = ("127.0.0.1", 0)
-) -> dict[str, Any]:
-    """A payload-format-2.0 event, shaped as Lambda's function URLs send it."""
-    parts = urlsplit(target)
-    lowered: dict[str, str] = {}
-    cookies: list[str] = []
-    for name, value in headers:
-        key = name.lower()
-        if key == "cookie":  # function URLs move cookies out of the headers
-            cookies += [c.strip() for c in value.split(";") if c.strip()]
-            continue
-        lowered[key] = f"{lowered[key]},{value}" if key in lowered else value
-    query = parse_qs(parts.query, keep_blank_values=True)
-    now = datetime.now(UTC)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": parts.path or "/",
-        "rawQueryString": parts.query,
-        "headers": lowered,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": FUNCTION_DOMAIN.split(".")[0],
-            "domainName": FUNCTION_DOMAIN,
-            "domainPrefix": FUNCTION_DOMAIN.split(".")[0],
-            "http": {
-                "method": method,
-                "path": parts.path or "/",
-                "protocol": "HTTP/1.1",
-                "sourceIp": client[0],
-                "userAgent": lowered.get("user-agent", ""),
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-    if query:
-        event["queryStringParameters"] = {k: ",".join(v) for k, v in query.items()}
-    if cookies:
-        event["cookies"] = cookies
-    if body:
-        event["body"] = body.decode("utf-8", "replace")
-    return event
-
-
-# --- the browser --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Exchange:
-    """One HTTP request the browser made and the response it got."""
-
-    method: str
-    url: str
-    status: int
-    headers: list[tuple[str, str]]
-    body: str
-    sent_cookies: dict[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
-    @property
-    def set_cookies(self) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == "set-cookie"]
-
-    @property
-    def location(self) -> str | None:
-        return self.header("Location")
-
-
-class Browser:
-    """Follows redirects and keeps the page's cookies (its own origin only), recording every exchange."""
-
-    def __init__(self, page_origin: str) -> None:
-        self.page_origin = page_origin
-        self.cookies: dict[str, str] = {}
-        self.cookie_attributes: dict[str, str] = {}
-        self.history: list[Exchange] = []
-
-    def request(self, url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Exchange:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        sent: dict[str, str] = {}
-        request_headers = {"User-Agent": "renewal-test-browser/1.0", **(headers or {})}
-        if origin == self.page_origin and self.cookies:
-            sent = dict(self.cookies)
-            request_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in sent.items())
-        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
-        try:
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn.request(method, target, headers=request_headers)
-            raw = conn.getresponse()
-            body = raw.read().decode("utf-8", "replace")
-            exchange = Exchange(method, url, raw.status, list(raw.getheaders()), body, sent)
-        finally:
-            conn.close()
-        self.history.append(exchange)
-        if origin == self.page_origin:
-            for value in exchange.set_cookies:
-                self._store_cookie(value)
-        return exchange
-
-    def _store_cookie(self, header: str) -> None:
-        pair, _, attributes = header.partition(";")
-        name, _, value = pair.partition("=")
-        name = name.strip()
-        if "max-age=0" in attributes.replace(" ", "").lower():
-            self.cookies.pop(name, None)
-        else:
-            self.cookies[name] = value.strip()
-        self.cookie_attributes[name] = attributes.strip()
-
-    def follow(self, url: str, *, stop: Callable[[str], bool] | None = None, hops: int = 10) -> tuple[Exchange, str]:
-        """GET ``url`` and its redirects; stops before requesting a URL ``stop`` picks (returned second)."""
-        exchange: Exchange | None = None
-        for _ in range(hops):
-            if stop is not None and exchange is not None and stop(url):
-                return exchange, url
-            exchange = self.request(url)
-            location = exchange.location
-            if exchange.status not in (301, 302, 303, 307, 308) or not location:
-                return exchange, url
-            url = location if "://" in location else f"{urlsplit(url).scheme}://{urlsplit(url).netloc}{location}"
-        raise AssertionError("too many redirects")
-
-    @property
-    def page_responses(self) -> list[Exchange]:
-        return [e for e in self.history if e.url.startswith(self.page_origin + "/")]
-
-
-def is_callback(url: str) -> bool:
-    return urlsplit(url).path == "/callback"
 
 
 # --- the deployed stack ------------------------------------------------------------------------------
@@ -444,7 +205,7 @@ def stack(
     google: RenewalFakeGoogle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[Stack]:
     handlers.renewal.reset()
-    page = FunctionUrl()
+    page = FunctionUrl(lambda event: handlers.renewal.handler(event, LambdaContext()))
     google.web_redirect_uris.add(page.base_url + "callback")
     secret = secrets.token_urlsafe(32)
     try:
@@ -538,7 +299,9 @@ def _check_no_secret_anywhere(world: Stack, out: str) -> None:
     ]
     for invocation in world.page.invocations:
         response = invocation.response
-        to_google = str(response["headers"].get("Location", "")).startswith(google.base_url)
+        location = urlsplit(str(response["headers"].get("Location", "")))
+        # Google's consent, whichever name of the loopback host the web client's auth_uri uses.
+        to_google = location.port == urlsplit(google.base_url).port and location.hostname in ("127.0.0.1", "localhost")
         texts = [response["body"], *response.get("cookies", [])]
         texts += [v for k, v in response["headers"].items() if not (to_google and k == "Location")]
         for text in texts:
@@ -574,6 +337,7 @@ __all__ = [
     "WORK_ADDRESS",
     "Browser",
     "Exchange",
+    "Invocation",
     "RenewalFakeGoogle",
     "Stack",
     "function_url_event",

@@ -40,6 +40,7 @@ import pytest
 from sesmail import names
 from tests.browser import NAVIGATION_TIMEOUT_MS, chromium_page, needs_chromium
 from tests.renewal.conftest import (
+    ENV,
     FLOW_COOKIE,
     RESULT_COOKIE,
     WORK,
@@ -290,6 +291,34 @@ def test_favicon_requests_preconnects_and_a_second_tab_do_not_disturb_a_flow(
 
 
 # --- refusals -----------------------------------------------------------------------------------------------
+
+
+def test_the_lax_cookie_survives_google_s_cross_site_return(stack: Stack, page: Page) -> None:
+    """Real Google is another site than the page, so its redirect back is a cross-site navigation.
+
+    ``SameSite=Lax`` lets the flow cookie ride a cross-site top-level GET (``Strict`` would not):
+    with Google's consent served from ``localhost``, another site than ``127.0.0.1`` to Chromium,
+    the flow still completes.
+    """
+    web = stack.google.client_json("web")
+    cross_site = stack.google.auth_uri.replace("//127.0.0.1:", "//localhost:")
+    assert cross_site != stack.google.auth_uri
+    web["web"]["auth_uri"] = cross_site
+    stack.ssm.put_parameter(
+        Name=names.web_client_credentials_parameter(ENV), Value=json.dumps(web), Type="SecureString", Overwrite=True
+    )
+    stack.google.consent_account = WORK_ACCOUNT
+    navigation = Navigation(page)
+
+    page.goto(stack.start_url(WORK), wait_until="load", timeout=NAVIGATION_TIMEOUT_MS)
+
+    assert page.url == stack.page.base_url + "done", page.url
+    chain = navigation.chain(page.url)
+    assert [urlsplit(u).hostname for u in chain] == ["127.0.0.1", "localhost", "127.0.0.1", "127.0.0.1"]
+    (callback,) = _invocations(stack, names.RENEWAL_CALLBACK_PATH)
+    assert FLOW_COOKIE in _sent_cookie_names(callback)
+    assert "renewed" in page.title()
+    assert stack.stored_token(WORK) is not None
 
 
 @pytest.mark.parametrize(
