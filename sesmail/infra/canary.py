@@ -8,7 +8,6 @@ alarm in ``Monitoring``, and the saved query "canary-story" with the other queri
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,18 +19,13 @@ from sesmail.infra import policies
 from sesmail.infra.archive import REPO_ROOT
 from sesmail.infra.context import AwsContext
 from sesmail.infra.lambda_package import FunctionSpec, on_schedule, python_function
-from sesmail.infra.tokens import SSM_MANAGED_KEY
-
-#: Bytes of randomness in the canary key (256 bits, HMAC-SHA256's own strength).
-KEY_BYTES = 32
+from sesmail.infra.tokens import generated_secret
 
 
 class Canary(pulumi.ComponentResource):
     """``names.canary_function(env)``, run once a day by EventBridge, and the key it signs with.
 
-    The key is generated once, when the parameter is created; ``ignore_changes`` keeps every later
-    ``pulumi up`` from rolling it (a new random value each run would otherwise replace it). Pulumi
-    holds it as a secret, so it is encrypted in the state like the parameter's value in SSM.
+    The key is generated once (``tokens.generated_secret``): a later ``pulumi up`` keeps it.
     """
 
     address: str
@@ -57,15 +51,12 @@ class Canary(pulumi.ComponentResource):
     ) -> None:
         super().__init__("sesmail:infra:Canary", name, None, opts)
         self.address = address
-        self.key = aws.ssm.Parameter(
+        self.key = generated_secret(
             f"{name}-key",
-            name=names.canary_key_parameter(env),
-            type="SecureString",
-            key_id=SSM_MANAGED_KEY,
-            value=pulumi.Output.secret(secrets.token_urlsafe(KEY_BYTES)),
+            parameter_name=names.canary_key_parameter(env),
             description="HMAC key of the ses-mail canary (the canary signs, the forwarder checks)",
-            tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]),
+            tags=tags,
+            parent=self,
         )
         domain = address.rpartition("@")[2]
         identity_arn = policies.ses_identity_arn(

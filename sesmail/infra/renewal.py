@@ -8,7 +8,6 @@ the forwarder and the monitor read it too. Every token alarm links here (``Monit
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,11 +20,9 @@ from sesmail.infra.archive import REPO_ROOT
 from sesmail.infra.context import AwsContext
 from sesmail.infra.lambda_package import FunctionSpec, python_function
 from sesmail.infra.retry import Retry
-from sesmail.infra.tokens import SSM_MANAGED_KEY, Tokens
+from sesmail.infra.tokens import Tokens, generated_secret
 from sesmail.mailboxes import MailboxTable
 
-#: Bytes of randomness in the signing secret (256 bits; the page refuses fewer than 32 characters).
-SECRET_BYTES = 32
 #: Function URLs without IAM authentication: the page is for a person with a phone and a browser.
 #: Its own defences (state bound to a signed cookie, PKCE, the id token's account) do the rest.
 PUBLIC = "NONE"
@@ -65,8 +62,8 @@ class RenewalPage(pulumi.ComponentResource):
     URL is a stack output to register with Google before the first address is configured), with a
     role that can write no token at all.
 
-    The signing secret is generated once, when its parameter is created; ``ignore_changes`` keeps
-    every later ``pulumi up`` from rolling it (which would only end the flows in progress).
+    The signing secret is generated once (``tokens.generated_secret``): rolling it at every
+    ``pulumi up`` would end the flows in progress.
     """
 
     secret: aws.ssm.Parameter
@@ -98,15 +95,12 @@ class RenewalPage(pulumi.ComponentResource):
         super().__init__("sesmail:infra:RenewalPage", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.renewable = tuple(m.name for m in mailboxes.mailboxes if m.gmail_address)
-        self.secret = aws.ssm.Parameter(
+        self.secret = generated_secret(
             f"{name}-secret",
-            name=names.renewal_secret_parameter(env),
-            type="SecureString",
-            key_id=SSM_MANAGED_KEY,
-            value=pulumi.Output.secret(secrets.token_urlsafe(SECRET_BYTES)),
+            parameter_name=names.renewal_secret_parameter(env),
             description="Signing secret of the ses-mail renewal page's cookies (generated once)",
-            tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]),
+            tags=tags,
+            parent=self,
         )
         machine_arn = names.state_machine_arn(env, aws_context.region, aws_context.account_id, aws_context.partition)
         scope = self.renewable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 
 import pulumi
@@ -13,6 +14,28 @@ from sesmail.mailboxes import MailboxTable
 #: SecureStrings use the AWS-managed SSM key; the forwarder's policy relies on that (see
 #: ``policies.forwarder_policy``), so it is spelled out rather than left to the default.
 SSM_MANAGED_KEY = "alias/aws/ssm"
+#: Bytes of randomness in a generated secret (256 bits, HMAC-SHA256's own strength).
+SECRET_BYTES = 32
+
+
+def generated_secret(
+    name: str, *, parameter_name: str, description: str, tags: Mapping[str, str], parent: pulumi.Resource
+) -> aws.ssm.Parameter:
+    """A SecureString holding a random key, generated once, when the parameter is created.
+
+    ``ignore_changes`` keeps every later ``pulumi up`` from rolling it (a new random value each run
+    would otherwise replace it); Pulumi holds it as a secret, so the state is encrypted like SSM.
+    """
+    return aws.ssm.Parameter(
+        name,
+        name=parameter_name,
+        type="SecureString",
+        key_id=SSM_MANAGED_KEY,
+        value=pulumi.Output.secret(secrets.token_urlsafe(SECRET_BYTES)),
+        description=description,
+        tags=dict(tags),
+        opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["value"]),
+    )
 
 
 class Tokens(pulumi.ComponentResource):
