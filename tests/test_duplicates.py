@@ -37,6 +37,7 @@ import pytest
 
 from sesmail import names
 from sesmail.aws import AwsClients
+from sesmail.claims import ClaimHeldError, ClaimStore
 from sesmail.forwarder import Forwarder
 from sesmail.http import Body, HttpClient, Response
 from tests.conftest import FakeContext, InboundQueue, World, inject_aws_fault, raw_message, sqs_record
@@ -236,7 +237,9 @@ def test_a_holder_that_died_mid_import_is_taken_over_once_its_lease_expires(worl
     assert len(world.google.messages) == 1
 
 
-def test_two_copies_in_one_retry_batch_import_once(drain: DrainWorld, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_copies_in_one_retry_batch_import_once(
+    drain: DrainWorld, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The concurrent case on the retry path. The inbound record was parked, then its invocation
     failed as a whole (timeout, crash) and SQS redelivered it: parked twice. One receive returns
     both copies and the Map delivers up to RETRY_MAP_MAX_CONCURRENCY (2) items at once: one
@@ -249,7 +252,20 @@ def test_two_copies_in_one_retry_batch_import_once(drain: DrainWorld, capsys: py
         drain.handle({"Records": [record]})
     assert drain.queue_depth(drain.retry_queue_url) == 2
     drain.install_token()
-    drain.google.slow_imports(0.3)  # both copies in flight at once
+    # Both copies in flight at once, however loaded the machine: the import that holds the claim
+    # waits until the other copy has found the claim held.
+    raced = threading.Event()
+    acquire = ClaimStore.acquire
+
+    def acquire_and_tell(store: ClaimStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return acquire(store, *args, **kwargs)
+        except ClaimHeldError:
+            raced.set()
+            raise
+
+    monkeypatch.setattr(ClaimStore, "acquire", acquire_and_tell)
+    drain.google.hold_imports(raced)
     # The in-process backoff really waits here (briefly), so the copy that lost the claim gives
     # the winner's import time to finish instead of spending every Step Functions retry at once.
     drain.sleeps = _BriefRealSleep()  # type: ignore[assignment]

@@ -508,6 +508,7 @@ class FakeGoogle:
         self._label_create_barrier: threading.Barrier | None = None
         self._import_requests = 0
         self._import_delay = 0.0
+        self._import_hold: tuple[threading.Event, float] | None = None
         self._internal_errors: list[str] = []
 
         self._server: _Server | None = None
@@ -724,6 +725,15 @@ class FakeGoogle:
         """
         with self._lock:
             self._import_delay = seconds
+
+    def hold_imports(self, until: threading.Event, timeout: float = 10.0) -> None:
+        """Make every later import wait until ``until`` is set (at most ``timeout`` seconds).
+
+        For races that must happen however loaded the machine is: the test sets the event when
+        the rival has done what it should do meanwhile (e.g. found the claim held).
+        """
+        with self._lock:
+            self._import_hold = (until, timeout)
 
     # -- recorded state (copies) -------------------------------------------------------------
 
@@ -1051,8 +1061,11 @@ class FakeGoogle:
                 return _rate_limited(retry_after)
             keep_raw = self.store_bodies
             delay = self._import_delay
+            hold = self._import_hold
         if delay > 0:
             self._stopping.wait(delay)
+        if hold is not None:
+            hold[0].wait(hold[1])
         try:  # outside the lock: parsing a 50 MiB upload must not serialise other requests
             upload_type = _check_import_query(request.query)
             parsed = _parse_import(request, upload_type, keep_raw)
