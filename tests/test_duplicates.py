@@ -130,14 +130,37 @@ def test_parked_twice_drained_in_separate_runs_imports_once(drain: DrainWorld) -
 # --- the concurrent guarantee ---------------------------------------------------------------------
 
 
+def _tell_when_a_claim_is_found_held(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set when a delivery finds the claim held by another: the race really happened.
+
+    Holding the claim holder's import until then makes the race certain however loaded the
+    machine is, where a slowed import only makes it likely.
+    """
+    raced = threading.Event()
+    acquire = ClaimStore.acquire
+
+    def acquire_and_tell(store: ClaimStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return acquire(store, *args, **kwargs)
+        except ClaimHeldError:
+            raced.set()
+            raise
+
+    monkeypatch.setattr(ClaimStore, "acquire", acquire_and_tell)
+    return raced
+
+
 def test_two_deliveries_at_the_same_moment_import_once(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     """Two containers get the same notification at once (SQS handed out a duplicate while the
-    first copy was in flight). Gmail's import is slowed so both are in flight together: exactly
+    first copy was in flight). Gmail's import is held so both are in flight together: exactly
     one claims and imports; the other finds a live claim, backs off (a batch item failure) and,
     redelivered, answers already-delivered."""
     world.install_token()
     note = world.store_mail("m1")
-    world.google.slow_imports(0.5)
+    # The claim holder's import waits until the other delivery has given up (however loaded the
+    # machine): only then is "backs off, redelivered later" the one possible outcome.
+    gave_up = threading.Event()
+    world.google.hold_imports(gave_up)
     forwarders = {"a": _forwarder(world), "b": _forwarder(world)}
     start = threading.Barrier(len(forwarders))
     results: dict[str, Any] = {}
@@ -145,6 +168,8 @@ def test_two_deliveries_at_the_same_moment_import_once(world: World, capsys: pyt
     def deliver(name: str) -> None:
         start.wait()
         results[name] = forwarders[name].handle(world.sqs_event(note), FakeContext(request_id=name))
+        if results[name] == RETRIED_LATER:
+            gave_up.set()
 
     threads = [threading.Thread(target=deliver, args=(name,)) for name in forwarders]
     for thread in threads:
@@ -161,7 +186,6 @@ def test_two_deliveries_at_the_same_moment_import_once(world: World, capsys: pyt
     assert (claim["holder"], claim["gmailMessageId"]) == (winner, imported.id)
     assert world.sleeps == [1.0, 2.0]  # the loser's in-process backoff (recorded, not slept)
     assert "is being imported now" in capsys.readouterr().out
-    world.google.slow_imports(0)
 
     assert forwarders[loser].handle(world.sqs_event(note), FakeContext(request_id=loser)) == {"batchItemFailures": []}
 
@@ -252,20 +276,8 @@ def test_two_copies_in_one_retry_batch_import_once(
         drain.handle({"Records": [record]})
     assert drain.queue_depth(drain.retry_queue_url) == 2
     drain.install_token()
-    # Both copies in flight at once, however loaded the machine: the import that holds the claim
-    # waits until the other copy has found the claim held.
-    raced = threading.Event()
-    acquire = ClaimStore.acquire
-
-    def acquire_and_tell(store: ClaimStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return acquire(store, *args, **kwargs)
-        except ClaimHeldError:
-            raced.set()
-            raise
-
-    monkeypatch.setattr(ClaimStore, "acquire", acquire_and_tell)
-    drain.google.hold_imports(raced)
+    # Both copies in flight at once, however loaded the machine (see the helper).
+    drain.google.hold_imports(_tell_when_a_claim_is_found_held(monkeypatch))
     # The in-process backoff really waits here (briefly), so the copy that lost the claim gives
     # the winner's import time to finish instead of spending every Step Functions retry at once.
     drain.sleeps = _BriefRealSleep()  # type: ignore[assignment]

@@ -507,7 +507,6 @@ class FakeGoogle:
         self._labels_failures: deque[_Reply] = deque()
         self._label_create_barrier: threading.Barrier | None = None
         self._import_requests = 0
-        self._import_delay = 0.0
         self._import_hold: tuple[threading.Event, float] | None = None
         self._internal_errors: list[str] = []
 
@@ -716,15 +715,6 @@ class FakeGoogle:
         """
         with self._lock:
             self._label_create_barrier = threading.Barrier(parties, timeout=timeout)
-
-    def slow_imports(self, seconds: float) -> None:
-        """Make every later import take ``seconds`` longer, its message recorded only at the end.
-
-        For races: two deliveries of one message are then both in flight at once. The wait
-        happens outside the lock (other requests are served meanwhile); ``stop()`` cuts it short.
-        """
-        with self._lock:
-            self._import_delay = seconds
 
     def hold_imports(self, until: threading.Event, timeout: float = 10.0) -> None:
         """Make every later import wait until ``until`` is set (at most ``timeout`` seconds).
@@ -1060,10 +1050,7 @@ class FakeGoogle:
             if retry_after is not None:
                 return _rate_limited(retry_after)
             keep_raw = self.store_bodies
-            delay = self._import_delay
             hold = self._import_hold
-        if delay > 0:
-            self._stopping.wait(delay)
         if hold is not None:
             hold[0].wait(hold[1])
         try:  # outside the lock: parsing a 50 MiB upload must not serialise other requests
