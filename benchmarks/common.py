@@ -1,7 +1,7 @@
 """Shared machinery of the benchmarks: fakes, fixtures, child processes, statistics, tables.
 
 Everything runs on this machine only: AWS is moto (in-process, or moto's server on 127.0.0.1
-when the measured process must not hold the data), Google is ``tests.fakes.google.FakeGoogle``
+when the measured process must not hold the data), Google is ``sesmail.local.google.FakeGoogle``
 on 127.0.0.1, and the X-Ray daemon address of the reference is 127.0.0.1:2000 (UDP, nobody
 listens). Nothing here is part of the product.
 """
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from sesmail import names
-from tests.fakes import google as fake_google
-from tests.fakes.google import FakeGoogle, ImportedMessage
+from sesmail.local import google as fake_google
+from sesmail.local.google import FakeGoogle, ImportedMessage
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"

@@ -44,8 +44,8 @@ from typing import Any
 
 from benchmarks import common
 from sesmail import names
+from sesmail.local import google as fake_google
 from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
-from tests.fakes import google as fake_google
 
 TARGET_SHARE = 0.80
 

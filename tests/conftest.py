@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +16,8 @@ from moto import mock_aws
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder, ForwarderSettings
-from tests.fakes.google import FakeGoogle
+from sesmail.local.google import FakeGoogle
+from sesmail.local.moto_server import atomic_s3_conditional_writes, isolated_aws_environment
 
 #: The retry processor's world (moto's Step Functions interpreter, in-process Lambda routing)
 #: lives in its own module; as a plugin its ``drain`` fixture serves every test module.
@@ -32,14 +31,7 @@ BUCKET = "ses-mail-test-inbound"
 @pytest.fixture(autouse=True)
 def _isolated_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may find real credentials or reach a real endpoint."""
-    for key in list(os.environ):
-        if key.startswith("AWS_") or key == names.ENV_VAR_GMAIL_API_BASE_URL:
-            monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    isolated_aws_environment(monkeypatch)
 
 
 @pytest.fixture
@@ -290,29 +282,6 @@ def inject_aws_fault(
     fault = InjectedFault(service, operation, code, status, message, times, skip)
     client.meta.events.register(f"before-call.{service}.{operation}", fault)
     return fault
-
-
-_S3_PUT_LOCK = threading.Lock()
-
-
-def atomic_s3_conditional_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make moto's PutObject check its If-None-Match / If-Match and write in one step, as S3 does.
-
-    moto 5.2 honours both conditions (412 PreconditionFailed; NoSuchKey for If-Match on a missing
-    key) but checks and writes without a lock, so two threads can both pass the check; S3
-    serialises conditional writes of a key (one wins, the other gets 412, or 409
-    ConditionalRequestConflict while the first is in progress, which moto never sends: tests
-    inject it). Serialising every in-process PutObject is what makes concurrent claims faithful.
-    """
-    from moto.s3.responses import S3Response
-
-    original = S3Response.put_object
-
-    def put_object(self: S3Response) -> Any:
-        with _S3_PUT_LOCK:
-            return original(self)
-
-    monkeypatch.setattr(S3Response, "put_object", put_object)
 
 
 #: What SQS accepts in a message body or String attribute (its documented character set).

@@ -31,9 +31,9 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder
+from sesmail.local.google import FakeGoogle
 from sesmail.retry_processor import MailboxQueues, build_definition
 from tests.conftest import BUCKET, ENV, REGION, FakeContext, World, atomic_s3_conditional_writes, ses_notification
-from tests.fakes.google import FakeGoogle
 
 #: The mailboxes of the drain world's deployment.
 MAILBOXES = (names.DEFAULT_MAILBOX, "alice", "bob")

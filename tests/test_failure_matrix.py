@@ -24,8 +24,8 @@ from sesmail.errors import (
     TokenExpiredError,
     TransientError,
 )
+from sesmail.local.google import error_body
 from tests.conftest import World, emitted_metrics
-from tests.fakes.google import error_body
 
 IMPORTED, PARKED, DEAD_LETTERED, LEFT_FOR_SQS = "imported", "parked", "dead-lettered", "left for SQS"
 PERSISTENT = 10  # more failures than any path retries in one invocation

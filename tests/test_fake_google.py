@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.fakes.google import (
+from sesmail.local.google import (
     GMAIL_INSERT_SCOPE,
     IMPORT_PATH,
     IMPORT_QUOTA_UNITS,
@@ -329,7 +329,7 @@ def test_malformed_import_is_invalid_argument(
 
 # --- at least as strict as Gmail (DESIGN.md "Proven against the real rules") ----------------
 # Each test below sends a request today's Gmail refuses (or, for the "accepted" ones, a request it
-# takes) and pins the answer, source and shape included; tests/fakes/google.py cites the sources.
+# takes) and pins the answer, source and shape included; sesmail/local/google.py cites the sources.
 
 
 def _refused(google: FakeGoogle, body: bytes, query: str = QUERY, content_type: str | None = None) -> dict[str, Any]:
@@ -820,7 +820,7 @@ def test_client_json_has_the_console_shape(google: FakeGoogle, kind: str, redire
 
 # --- users.labels.list and users.labels.create ----------------------------------------------------
 # What the forwarder's label resolver needs of Gmail's labels API, as strict as Gmail: each method's
-# own scopes, Gmail's rules for names, the 409 for a taken name (tests/fakes/google.py cites why).
+# own scopes, Gmail's rules for names, the 409 for a taken name (sesmail/local/google.py cites why).
 
 _LABELS_SCOPE = "https://www.googleapis.com/auth/gmail.labels"
 _READONLY_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.fakes.google import (
+from sesmail.local.google import (
     DEFAULT_ACCOUNT,
     GMAIL_INSERT_SCOPE,
     GMAIL_LABELS_SCOPE,

@@ -19,9 +19,9 @@ from sesmail import names
 from sesmail.errors import SesMailError
 from sesmail.gmail import BodyOpener, GmailImporter, labels_for
 from sesmail.http import HttpClient
+from sesmail.local.google import FakeGoogle
 from sesmail.tokens import AccessTokenProvider
 from tests.conftest import ENV, raw_message
-from tests.fakes.google import FakeGoogle
 
 
 def _importer(google: FakeGoogle) -> GmailImporter:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from sesmail import names
+from sesmail.local.google import error_body
 from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
 from tests.conftest import ENV, FakeContext, World, emitted_metrics, sns_envelope, sqs_record
-from tests.fakes.google import error_body
 
 ALICE, BOB = "alice@gmail.com", "bob@gmail.com"
 TABLE = MailboxTable(

@@ -19,8 +19,8 @@ from sesmail.aws import AwsClients
 from sesmail.forwarder import Forwarder, ForwarderSettings
 from sesmail.http import HttpClient
 from sesmail.labels import LabelResolver, is_label_id, lineage
+from sesmail.local.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE, LabelCall
 from tests.conftest import FakeContext, World
-from tests.fakes.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE, LabelCall
 
 BOTH_SCOPES = f"{GMAIL_INSERT_SCOPE} {GMAIL_LABELS_SCOPE}"
 DELIVERED: dict[str, list[Any]] = {"batchItemFailures": []}

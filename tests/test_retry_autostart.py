@@ -22,10 +22,10 @@ from handlers import token_monitor as monitor_handler
 from sesmail import names, token_monitor
 from sesmail.aws import AwsClients
 from sesmail.infra import policies
+from sesmail.local.google import FakeGoogle
 from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
 from sesmail.tokens import TokenExpiry
 from tests.conftest import ENV, REGION, FakeContext, inject_aws_fault
-from tests.fakes.google import FakeGoogle
 from tests.rules.aws_calls import AwsCall, iam_requests, record_calls
 from tests.rules.iam_rules import as_list, check_policy
 

@@ -17,10 +17,10 @@ import pytest
 from sesmail import names
 from sesmail.errors import MailboxRefusedError, PermanentError, TokenExpiredError
 from sesmail.events import SETUP_NOTIFICATION_ID
+from sesmail.local.google import error_body
 from sesmail.retry_processor import UNKNOWN_MAILBOX_ERROR
 from tests.conftest import REGION, raw_message
 from tests.drain_world import DrainWorld
-from tests.fakes.google import error_body
 
 
 def test_drains_more_than_three_batches_exactly_once(drain: DrainWorld) -> None:

@@ -12,6 +12,7 @@ import pytest
 from sesmail import names
 from sesmail.errors import MailboxRefusedError, TokenExpiredError, TokenNotConfiguredError, TransientError
 from sesmail.http import HttpClient
+from sesmail.local.google import FakeGoogle
 from sesmail.tokens import (
     AccessTokenProvider,
     ClientConfig,
@@ -22,7 +23,6 @@ from sesmail.tokens import (
     client_for,
     mint_access_token,
 )
-from tests.fakes.google import FakeGoogle
 
 
 @pytest.mark.parametrize("kind", ["installed", "web"])

@@ -32,6 +32,10 @@ PROGRAMS = (RUNTIME, RENEWAL)
 #: imports every handler from its archive alone, so a handler needing an excluded module fails there.
 NEVER_SHIPPED = (
     PurePosixPath("sesmail/infra"),
+    # The local world (tests/e2e and the demo) needs moto and pulumi, which Lambda does not have;
+    # the demo command (``python -m sesmail.demo``) runs that world on an operator's machine.
+    PurePosixPath("sesmail/local"),
+    PurePosixPath("sesmail/demo"),
     *(PurePosixPath(f"sesmail/{module}.py") for module in ("refresh", "refresh_args", "refresh_errors", "oauth_flow")),
 )
 #: Only in the renewal page's archive: the mail path's functions never serve a web page, so they

@@ -1,19 +1,20 @@
 """Fixtures of the end-to-end scenarios: moto's server in this process (one per xdist worker),
-the whole Pulumi program deployed into it per test, the fake Google, the edges and the operator."""
+the whole Pulumi program deployed into it per test, the fake Google, the edges and the operator.
+
+The world itself lives in :mod:`sesmail.local` (shared with ``python -m sesmail.demo``); these
+fixtures build it for each test, with pytest's ``monkeypatch`` as its patcher."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.edges import E2EFakeGoogle
-from tests.e2e.moto_server import InProcessMotoServer
-from tests.e2e.system import System, start_system
+from sesmail.local.edges import E2EFakeGoogle
+from sesmail.local.moto_server import InProcessMotoServer
+from sesmail.local.world import System, quiet, start_system
 
 
 @pytest.fixture(scope="session")
@@ -50,25 +51,8 @@ def system(
     _isolated_aws_environment: None,
 ) -> Iterator[System]:
     """An empty AWS, ``pulumi up`` of the stack into it, and the world around it."""
-    with moto_server.session(), _quiet(QUIET_LOGGERS):
+    with moto_server.session(), quiet():
         yield start_system(moto_server, google, monkeypatch, tmp_path, stack_config)
-
-
-#: Noise: werkzeug's line per request, and moto's interpreter's ERROR line per unmatched IsPresent probe.
-QUIET_LOGGERS = {"werkzeug": logging.WARNING, "moto.stepfunctions.parser": logging.CRITICAL}
-
-
-@contextlib.contextmanager
-def _quiet(levels: dict[str, int]) -> Iterator[None]:
-    loggers = {logging.getLogger(name): level for name, level in levels.items()}
-    previous = {logger: logger.level for logger in loggers}
-    for logger, level in loggers.items():
-        logger.setLevel(level)
-    try:
-        yield
-    finally:
-        for logger, level in previous.items():
-            logger.setLevel(level)
 
 
 def pytest_configure(config: pytest.Config) -> None:

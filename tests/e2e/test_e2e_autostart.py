@@ -15,9 +15,9 @@ import json
 import pytest
 
 from sesmail import names
+from sesmail.local.edges import Arrival
+from sesmail.local.world import ENV, System, assert_no_secret_anywhere, events, log_records
 from tests.drain_world import finished_execution
-from tests.e2e.edges import Arrival
-from tests.e2e.system import ENV, System, assert_no_secret_anywhere, events, log_records
 
 PARKED = 3
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from tests.e2e.edges import Carried
-from tests.e2e.system import ENV, System, assert_no_secret_anywhere, emf_counts, log_records
+from sesmail.local.edges import Carried
+from sesmail.local.world import ENV, System, assert_no_secret_anywhere, emf_counts, log_records
 from tests.infra.harness import stack_config as example_stack
 
 ALICE, BOB = "alice@gmail.com", "bob@gmail.com"

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from tests.e2e.edges import Arrival, header, mailbox
-from tests.e2e.system import ENV, System, assert_no_secret_anywhere, events, log_records
+from sesmail.local.edges import Arrival, header, mailbox
+from sesmail.local.world import ENV, System, assert_no_secret_anywhere, events, log_records
 from tests.infra.harness import stack_config as example_stack
 
 ALICE, BOB = "alice@gmail.com", "bob@gmail.com"

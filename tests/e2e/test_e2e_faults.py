@@ -14,8 +14,8 @@ import json
 import pytest
 
 from sesmail import names
-from tests.e2e.edges import Arrival
-from tests.e2e.system import ENV, System, assert_no_secret_anywhere, emf_counts, events, log_records
+from sesmail.local.edges import Arrival
+from sesmail.local.world import ENV, System, assert_no_secret_anywhere, emf_counts, events, log_records
 
 WAITING = 12
 

@@ -8,7 +8,7 @@ DMARC FAIL. Gmail's import would take it into the inbox as if genuine: the forwa
 from __future__ import annotations
 
 from sesmail import names
-from tests.e2e.system import System
+from sesmail.local.world import System
 
 SPOOFED = {
     "spfVerdict": {"status": "FAIL"},

@@ -15,9 +15,9 @@ from datetime import datetime
 import pytest
 
 from sesmail import names
+from sesmail.local.edges import Arrival, header, mailbox
+from sesmail.local.world import ENV, System, assert_no_secret_anywhere, emf_counts, events, log_records
 from sesmail.retry_processor import target_state
-from tests.e2e.edges import Arrival, header, mailbox
-from tests.e2e.system import ENV, System, assert_no_secret_anywhere, emf_counts, events, log_records
 
 DAYS_OF_OUTAGE = 6
 MESSAGES_PER_DAY = 5

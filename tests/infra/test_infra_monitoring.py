@@ -22,8 +22,8 @@ from sesmail.infra import log_queries, policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 from sesmail.infra.dashboard import dashboard_body, metric_lines
 from sesmail.infra.watched import Watched
+from sesmail.local.google import error_body
 from tests.conftest import World, sqs_record
-from tests.fakes.google import error_body
 from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun, Registration
 
 ENV = STACK

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sesmail import names
-from tests.fakes.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE
-from tests.refresh.fake_browser import consent
+from sesmail.local.fake_browser import consent
+from sesmail.local.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE
 from tests.refresh.harness import (
     ACCOUNT,
     CALLER_ARN,

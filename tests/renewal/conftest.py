@@ -30,11 +30,7 @@ from moto import mock_aws
 
 import handlers.renewal
 from sesmail import names
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.pages import SECURITY_HEADERS
-from sesmail.renewal.settings import FLOW_COOKIE, RESULT_COOKIE
-from tests.fakes.google import DEFAULT_ACCOUNT, FakeGoogle
-from tests.function_url import (
+from sesmail.local.function_url import (
     FUNCTION_DOMAIN,
     Browser,
     Exchange,
@@ -44,6 +40,10 @@ from tests.function_url import (
     function_url_event,
     is_callback,
 )
+from sesmail.local.google import DEFAULT_ACCOUNT, FakeGoogle
+from sesmail.mailboxes import Mailbox, MailboxTable
+from sesmail.pages import SECURITY_HEADERS
+from sesmail.renewal.settings import FLOW_COOKIE, RESULT_COOKIE
 
 ENV = "test"
 REGION = "us-east-1"

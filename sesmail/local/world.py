@@ -1,34 +1,37 @@
-"""The deployed system and everything around it, as one object the scenarios drive.
+"""The deployed system and everything around it, as one object the scenarios (and the demo) drive.
 
 Only edges are driven: SES (mail arrives; what was sent with SES comes back in), Lambda's SQS
 poller, EventBridge's schedule, CloudWatch Logs (the handlers' EMF lines become metrics), Google
 (revocations, failures) and the operator's terminal (the refresh CLI as a subprocess with a
 browser). Everything in between is the product: the handlers from the deployed archive, the
 state machine the program defined, the queues, topics and parameters the program created.
+
+:func:`start_system` builds it; tests/e2e/conftest.py calls it from a fixture with pytest's
+``monkeypatch``, ``python -m sesmail.demo`` with a :class:`sesmail.local.patches.Patches`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import boto3
-import pytest
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 import sesmail.canary
 import sesmail.token_monitor
 from sesmail import names
-from tests.conftest import atomic_s3_conditional_writes
-from tests.e2e.deploy import CREDENTIALS, REGION, STACK, Deployment, deploy
-from tests.e2e.edges import (
+from sesmail.local.deploy import CREDENTIALS, REGION, STACK, Deployment, deploy
+from sesmail.local.edges import (
     AlarmReading,
     AlarmView,
     E2EFakeGoogle,
@@ -39,9 +42,10 @@ from tests.e2e.edges import (
     SimulatedSes,
     put_emf_metrics,
 )
-from tests.e2e.lambda_runtime import LambdaRuntime
-from tests.e2e.moto_server import InProcessMotoServer
-from tests.refresh.harness import Cli, CliResult
+from sesmail.local.lambda_runtime import LambdaRuntime
+from sesmail.local.moto_server import InProcessMotoServer, atomic_s3_conditional_writes
+from sesmail.local.operator import Cli, CliResult
+from sesmail.local.patches import Patcher
 
 ENV = STACK
 ESM_TYPE = "aws:lambda/eventSourceMapping:EventSourceMapping"
@@ -225,36 +229,41 @@ class System:
 def start_system(
     server: InProcessMotoServer,
     google: E2EFakeGoogle,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    patcher: Patcher,
+    work_dir: Path,
     config: Mapping[str, Any] | None = None,
 ) -> System:
-    """``pulumi up`` (of the example stack, or ``config``) into the empty moto, then wire the edges to it."""
+    """``pulumi up`` (of the example stack, or ``config``) into the empty moto, then wire the edges to it.
+
+    Call it inside ``server.session()``. Every change to this process (environment variables, moto's
+    Lambda backend, the modules' clocks) goes through ``patcher``, which undoes them; ``work_dir``
+    (empty, the caller's) receives the unpacked archives, the client JSON and the browser's log.
+    """
     # The handlers in this process reach AWS (moto) and Google (the fake) the way Lambda would.
-    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
-    monkeypatch.setenv(names.ENV_VAR_GMAIL_API_BASE_URL, google.base_url)
-    runtime = LambdaRuntime(tmp_path / "lambda")
-    runtime.install(monkeypatch)
+    patcher.setenv("AWS_ENDPOINT_URL", server.url)
+    patcher.setenv(names.ENV_VAR_GMAIL_API_BASE_URL, google.base_url)
+    runtime = LambdaRuntime(work_dir / "lambda")
+    runtime.install(patcher)
     interpreter_sleeps: list[float] = []
-    atomic_s3_conditional_writes(monkeypatch)  # the moto server runs in this process
+    atomic_s3_conditional_writes(patcher)  # the moto server runs in this process
     # Step Functions' Retry backoff (30 s, 60 s, 120 s) is recorded, not slept.
-    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=interpreter_sleeps.append))
+    patcher.setattr(retrier_decl, "time", SimpleNamespace(sleep=interpreter_sleeps.append))
 
     deployment = deploy(server.url, config)
     clock = SimulatedClock()
-    monkeypatch.setattr(sesmail.token_monitor, "datetime", clock.datetime_class())
-    monkeypatch.setattr(sesmail.canary, "datetime", clock.datetime_class())  # the canary signs its send time
+    patcher.setattr(sesmail.token_monitor, "datetime", clock.datetime_class())
+    patcher.setattr(sesmail.canary, "datetime", clock.datetime_class())  # the canary signs its send time
 
     def client(service: str) -> Any:
         return boto3.client(service, endpoint_url=server.url, region_name=REGION, **CREDENTIALS)
 
     lambda_client = client("lambda")
-    runtime.export_environment(lambda_client, monkeypatch)
+    runtime.export_environment(lambda_client, patcher)
     account_id = client("sts").get_caller_identity()["Account"]
     ses = SimulatedSes(client("s3"), client("sns"), client("ses"), clock, account_id=account_id)
     ses.announce_topics()
     inbound = EventSourceMapping(deployment.one(ESM_TYPE).inputs, client("sqs"), lambda_client)
-    client_secret_file = tmp_path / "client_secret.json"
+    client_secret_file = work_dir / "client_secret.json"
     client_secret_file.write_text(json.dumps(google.client_json()), encoding="utf-8")
     return System(
         server=server,
@@ -265,10 +274,28 @@ def start_system(
         ses=ses,
         inbound=inbound,
         scheduler=Scheduler(client("events"), lambda_client, clock),
-        cli=Cli(cast(Any, server), tmp_path),
+        cli=Cli(server, work_dir),
         client_secret_file=client_secret_file,
         interpreter_sleeps=interpreter_sleeps,
     )
+
+
+#: Noise: werkzeug's line per request, and moto's interpreter's ERROR line per unmatched IsPresent probe.
+QUIET_LOGGERS = {"werkzeug": logging.WARNING, "moto.stepfunctions.parser": logging.CRITICAL}
+
+
+@contextlib.contextmanager
+def quiet(levels: Mapping[str, int] = QUIET_LOGGERS) -> Iterator[None]:
+    """Raise these loggers' levels while the world runs; put them back afterwards."""
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
+    previous = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in previous.items():
+            logger.setLevel(level)
 
 
 def log_records(output: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """``pulumi up`` into moto: the real program (``__main__.py``) under Pulumi mocks that create in moto.
 
-:class:`MotoMocks` extends the recording mocks of ``tests/infra/harness.py``: for every resource
+:class:`MotoMocks` extends the recording mocks of :mod:`sesmail.local.program`: for every resource
 type that carries behaviour in moto (or that a later step reads back) it makes the real API call
 against moto's server with the program's inputs and returns moto's own ids, ARNs and URLs as the
 resource's outputs. Resources that depend on them therefore get moto's values (the state
@@ -20,7 +20,7 @@ Recorded only (moto gives them no behaviour worth having here):
 
 * the SQS event source mapping. moto's own mapping invokes the function synchronously inside
   ``SendMessage`` and deletes the whole batch on any non-error answer, ignoring
-  ``ReportBatchItemFailures``; :class:`tests.e2e.edges.EventSourceMapping` plays Lambda's poller
+  ``ReportBatchItemFailures``; :class:`sesmail.local.edges.EventSourceMapping` plays Lambda's poller
   from the recorded configuration instead;
 * the bucket policy. moto evaluates bucket policies on object requests, but turns a statement
   whose condition does not hold into an explicit deny whatever its effect, so the TLS-only
@@ -47,7 +47,7 @@ import pulumi
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.mocks import MockCallArgs
 
-from tests.infra.harness import (
+from sesmail.local.program import (
     MAIN,
     PROJECT,
     ProgramRun,
@@ -509,7 +509,7 @@ class Deployment:
 def deploy(endpoint_url: str, config: Mapping[str, Any] | None = None, *, stack: str = STACK) -> Deployment:
     """Run ``__main__.py`` once, as ``pulumi up --stack {stack}`` would, into moto at ``endpoint_url``.
 
-    The same steps as ``tests.infra.harness.run_program`` with :class:`MotoMocks` in place of the
+    The same steps as :func:`sesmail.local.program.run_program` with :class:`MotoMocks` in place of the
     recording mocks; exceptions of the program (or of a moto call it caused) propagate.
     """
     mocks = MotoMocks(endpoint_url)

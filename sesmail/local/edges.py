@@ -17,8 +17,9 @@
   whole range, missing data treated as the alarm says).
 * :func:`put_emf_metrics` — CloudWatch Logs extracting the Embedded Metric Format documents a
   function printed into metrics (``PutMetricData``), so alarms on them can be read from moto.
-* :class:`E2EFakeGoogle` — the refresh tests' fake Google, plus Gmail failure bursts that start
-  after a given number of imports (so they hit the middle of a drain).
+* :class:`E2EFakeGoogle` — the refresh tests' fake Google (:class:`sesmail.local.operator.RefreshFakeGoogle`),
+  plus Gmail failure bursts that start after a given number of imports (so they hit the middle of
+  a drain).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.fakes.google import ImportedMessage
-from tests.refresh.harness import RefreshFakeGoogle
+from sesmail.local.google import ImportedMessage
+from sesmail.local.operator import RefreshFakeGoogle
 
 #: The subject SES gives the notifications it publishes to SNS.
 SES_NOTIFICATION_SUBJECT = "Amazon SES Email Receipt Notification"
@@ -44,7 +45,7 @@ SES_NOTIFICATION_SUBJECT = "Amazon SES Email Receipt Notification"
 
 
 class SimulatedClock:
-    """Real time when the test starts, plus the simulated time that has passed since."""
+    """Real time when the test (or demo) starts, plus the simulated time that has passed since."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.start = start or datetime.now(UTC)

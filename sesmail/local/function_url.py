@@ -1,4 +1,4 @@
-"""A Lambda function URL on 127.0.0.1, and a small browser for it: the renewal page's tests and the e2e.
+"""A Lambda function URL on 127.0.0.1, and a small browser for it: the renewal page's tests, the e2e, the demo.
 
 - :class:`FunctionUrl` serves a function on 127.0.0.1, turning each HTTP request into a
   payload-format-2.0 function URL event (``rawPath``, ``rawQueryString``, ``cookies``, lower-case

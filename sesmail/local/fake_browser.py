@@ -1,4 +1,4 @@
-"""Plays the operator's browser in the refresh CLI tests: ``BROWSER="python fake_browser.py %s"``.
+"""Plays the operator's browser for the refresh CLI: ``BROWSER="python fake_browser.py %s"``.
 
 Python's :mod:`webbrowser` runs this with the consent URL, as it would run Firefox. It does what
 a person's browser does when they click "Allow" on Google's consent page: GET the authorization
@@ -11,6 +11,8 @@ Environment: ``FAKE_BROWSER_LOG`` (file to append each URL to), ``FAKE_BROWSER_M
 ``probe-first`` (fetch ``/favicon.ico`` from the loopback server before consenting, as browsers
 and port scanners do).
 Standard library only; prints nothing unless something went wrong (exit 1).
+:mod:`sesmail.local.operator` points ``BROWSER`` here: the refresh CLI tests, the end-to-end
+scenarios and the demo.
 """
 
 from __future__ import annotations

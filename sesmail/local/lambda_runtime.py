@@ -1,6 +1,6 @@
-"""A Lambda runtime in the test process for the functions the program deployed into moto.
+"""A Lambda runtime in this process for the functions the program deployed into moto.
 
-With ``lambda.use_docker`` off, moto answers every ``Invoke`` (from the tests through its API, or
+With ``lambda.use_docker`` off, moto answers every ``Invoke`` (from a test or the demo through its API, or
 from the Step Functions interpreter's ``lambda:invoke`` task) with ``LambdaSimpleBackend.invoke``.
 :meth:`LambdaRuntime.install` replaces that method, so an invocation runs the deployed function's
 handler here instead, the way Lambda would:
@@ -34,10 +34,10 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
-import pytest
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from sesmail.infra.archive import REPO_ROOT, excluded_from, program_of
+from sesmail.local.patches import Patcher
 
 
 @dataclass
@@ -75,7 +75,7 @@ class LambdaRuntime:
 
     # --- wiring ---------------------------------------------------------------------------------
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def install(self, patcher: Patcher) -> None:
         runtime = self
 
         def invoke(
@@ -88,9 +88,9 @@ class LambdaRuntime:
         ) -> bytes:
             return runtime._invoke(backend, function_name, qualifier, body, response_headers)
 
-        monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+        patcher.setattr(LambdaSimpleBackend, "invoke", invoke)
 
-    def export_environment(self, lambda_client: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    def export_environment(self, lambda_client: Any, patcher: Patcher) -> dict[str, str]:
         """Put every deployed function's environment variables into this process's environment.
 
         The handlers read ``os.environ``, which one process shares, so the functions' variables
@@ -106,7 +106,7 @@ class LambdaRuntime:
                     )
                 merged[key] = (function["FunctionName"], value)
         for key, (_, value) in merged.items():
-            monkeypatch.setenv(key, value)
+            patcher.setenv(key, value)
         self._exported = {key: value for key, (_, value) in merged.items()}
         return dict(self._exported)
 
@@ -152,7 +152,7 @@ class LambdaRuntime:
         return known
 
     def _load(self, deployed: Any) -> _Function:
-        """Unpack the deployed archive; the shared library must be the very code the tests import."""
+        """Unpack the deployed archive; the shared library must be the very code this process imports."""
         code_dir = self._work_dir / deployed.function_name
         with zipfile.ZipFile(io.BytesIO(deployed.code_bytes)) as archive:
             archive.extractall(code_dir)
@@ -197,7 +197,7 @@ class LambdaRuntime:
             if source.startswith(str(REPO_ROOT / "sesmail")):
                 relative = Path(source).relative_to(REPO_ROOT).as_posix()
                 if any(PurePosixPath(relative).is_relative_to(left_out) for left_out in left_out_here):
-                    # The test process imported the Pulumi components, the refresh CLI or the
+                    # This process imported the Pulumi components, the refresh CLI or the
                     # renewal page, none shipped in this function's archive;
                     # tests/test_lambda_runtime.py imports each handler from its archive alone, in a
                     # fresh interpreter, so a handler importing one fails there.
@@ -206,7 +206,7 @@ class LambdaRuntime:
                     raise AssertionError(f"{function.name} imports {relative}, which its archive lacks")
         return module
 
-    # --- what tests assert on --------------------------------------------------------------------------
+    # --- what tests and the demo read ------------------------------------------------------------------
 
     def invocations_of(self, function: str) -> list[Invocation]:
         with self._lock:
