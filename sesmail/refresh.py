@@ -48,6 +48,7 @@ from sesmail.token_store import (
     ProvenToken,
     StoredToken,
     WrittenParameter,
+    missing,
     missing_parameters,
     prove_token,
     put_secure_string,
@@ -441,7 +442,7 @@ def _store_web_client(args: argparse.Namespace, run: _Run) -> int:
     aws = AwsClients(args.region, args.profile)
     caller = _identify(aws, run, f"Storing the phone renewal page's OAuth client of environment {run.env!r}")
     name = names.web_client_credentials_parameter(run.env)
-    _refuse_missing(_missing(aws.ssm, [name]), run.env, caller.region)
+    _refuse_missing(missing(aws.ssm, [name]), run.env, caller.region)
     run.console.say(f"Web OAuth client {client.client_id} (from {path}).")
     if not any(uri.endswith(names.RENEWAL_CALLBACK_PATH) for uri in client.redirect_uris):
         run.console.warn(
@@ -502,13 +503,6 @@ def _web_client_config(path: Path, env: str) -> tuple[str, ClientConfig]:
         reason = exc.reason.rpartition("; ")[0] or exc.reason
         raise RefreshFailed(f"{path} is not a usable OAuth client file ({reason}); {_CREATE_WEB_CLIENT}") from None
     return text, client
-
-
-def _missing(ssm: Any, parameter_names: Sequence[str]) -> list[str]:
-    """Those of ``parameter_names`` that do not exist (``pulumi up`` creates them with a placeholder)."""
-    filters = [{"Key": "Name", "Option": "Equals", "Values": list(parameter_names)}]
-    found = {p["Name"] for p in ssm.describe_parameters(ParameterFilters=filters).get("Parameters", [])}
-    return [name for name in parameter_names if name not in found]
 
 
 def _say_redirect_uri(aws: AwsClients, run: _Run) -> None:

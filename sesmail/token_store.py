@@ -84,9 +84,13 @@ def missing_parameters(ssm: Any, env: str, mailbox: str = names.DEFAULT_MAILBOX)
     Checked before the browser opens, because creating them here would make the next
     ``pulumi up`` fail on parameters it did not create.
     """
-    wanted = _parameter_names(env, mailbox)
-    found = {p["Name"] for p in _describe(ssm, wanted)}
-    return [name for name in wanted if name not in found]
+    return missing(ssm, _parameter_names(env, mailbox))
+
+
+def missing(ssm: Any, parameter_names: Sequence[str]) -> list[str]:
+    """Those of ``parameter_names`` that do not exist (``pulumi up`` creates them, with a placeholder)."""
+    found = {p["Name"] for p in _describe(ssm, parameter_names)}
+    return [name for name in parameter_names if name not in found]
 
 
 def store_token(
