@@ -618,6 +618,11 @@ RETRY_QUEUE_MAX_RECEIVE_COUNT = 100
 #: Dead-letter queues keep messages as long as SQS allows (14 days, counted from the
 #: message's *original* enqueue time).
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+#: The shortest ``retainDays`` accepted. A parked message lives at most 14 days in the retry queue
+#: and its DLQ together (a standard queue's DLQ keeps the original enqueue time), and a redrive
+#: from the DLQ starts its retention again (SQS's move task resets it): its raw message must
+#: still be in S3 for the whole of both.
+MIN_RETAIN_DAYS = (RETRY_QUEUE_RETENTION_SECONDS + DLQ_RETENTION_SECONDS) // 86400
 
 # --- Refresh CLI (python -m sesmail.refresh) and the token monitor ------------------------------
 

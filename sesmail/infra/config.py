@@ -161,6 +161,14 @@ class StackConfig:
         extra_labels = _extra_labels(raw)
 
         retain_days = _int(raw, KEY_RETAIN_DAYS, names.DEFAULT_RETAIN_DAYS, 1, _MAX_RETAIN_DAYS)
+        if retain_days < names.MIN_RETAIN_DAYS:
+            queued_days = names.RETRY_QUEUE_RETENTION_SECONDS // 86400
+            raise ConfigError(
+                f"config '{NAMESPACE}:{KEY_RETAIN_DAYS}' is {retain_days}: parked mail can wait {queued_days} days in "
+                f"the retry queue and its DLQ, and {queued_days} more after a redrive, and its raw message must still be "
+                f"in S3 when it is delivered: keep it at least {names.MIN_RETAIN_DAYS} days (default "
+                f"{names.DEFAULT_RETAIN_DAYS})"
+            )
         token_lifetime_days = _int(
             raw,
             KEY_TOKEN_LIFETIME_DAYS,

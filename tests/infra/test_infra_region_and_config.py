@@ -144,6 +144,8 @@ def test_lists_as_json_or_comma_separated() -> None:
         ({"extraLabels": '["Family//School"]'}, r"'Family//School' has an empty level"),
         ({"retainDays": "thirty"}, r"'ses-mail:retainDays' must be a whole number"),
         ({"retainDays": "0"}, r"must be between 1 and"),
+        # Parked mail waits up to 14 days in the retry queue and its DLQ, and 14 more after a redrive.
+        ({"retainDays": "27"}, r"'ses-mail:retainDays' is 27: .* keep it at least 28 days"),
         ({"tokenLifetimeDays": "-1"}, r"'ses-mail:tokenLifetimeDays' must be between"),
         ({"ruleSetName": "bad name!"}, r"is not an SES rule set name"),
     ],
