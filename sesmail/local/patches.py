@@ -51,9 +51,10 @@ class Patches:
         previous = getattr(target, name, _ABSENT)
         if previous is _ABSENT and raising:
             raise AttributeError(f"{target!r} has no attribute {name!r}")
-        # A class's own attribute is restored as it was stored (a staticmethod stays one).
-        if isinstance(target, type) and name in target.__dict__:
-            previous = target.__dict__[name]
+        # A class's own attribute is restored as it was stored (a staticmethod stays one), and an
+        # inherited one by removing the override again (as pytest does).
+        if isinstance(target, type):
+            previous = target.__dict__.get(name, _ABSENT)
         setattr(target, name, value)
 
         def restore() -> None:
