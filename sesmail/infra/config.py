@@ -164,9 +164,9 @@ class StackConfig:
         if retain_days < names.MIN_RETAIN_DAYS:
             queued_days = names.RETRY_QUEUE_RETENTION_SECONDS // 86400
             raise ConfigError(
-                f"config '{NAMESPACE}:{KEY_RETAIN_DAYS}' is {retain_days}: parked mail can wait {queued_days} days in "
-                f"the retry queue and its DLQ, and {queued_days} more after a redrive, and its raw message must still be "
-                f"in S3 when it is delivered: keep it at least {names.MIN_RETAIN_DAYS} days (default "
+                f"config '{NAMESPACE}:{KEY_RETAIN_DAYS}' is {retain_days}: parked mail can wait {queued_days} days "
+                f"in the retry queue and its DLQ, and {queued_days} more after a redrive, and its raw message must "
+                f"still be in S3 when it is delivered: keep it at least {names.MIN_RETAIN_DAYS} days (default "
                 f"{names.DEFAULT_RETAIN_DAYS})"
             )
         token_lifetime_days = _int(
