@@ -47,6 +47,7 @@ import pulumi
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.mocks import MockCallArgs
 
+from sesmail.local.account import CREDENTIALS, REGION, STACK
 from sesmail.local.program import (
     MAIN,
     PROJECT,
@@ -58,10 +59,6 @@ from sesmail.local.program import (
     stack_config,
     unsecret,
 )
-
-STACK = "test"
-REGION = "us-east-1"
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 #: Recorded, not created (see the module docstring).
 RECORDED_ONLY = frozenset(

@@ -32,10 +32,9 @@ from moto.core.models import botocore_stubber
 from moto.server import ThreadedMotoServer
 
 from sesmail import names
+from sesmail.local.account import REGION
 from sesmail.local.patches import Patcher
 
-#: The region of the local world's AWS (the clients' default, see :func:`isolated_aws_environment`).
-REGION = "us-east-1"
 #: What the scenarios need from moto: Step Functions really executes, and Lambda invokes are
 #: answered by the "simple" backend (no Docker), whose ``invoke`` the Lambda runtime replaces.
 E2E_CONFIG: dict[str, Any] = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from sesmail import names
+from sesmail.local.account import REGION, STACK
 from sesmail.local.google import FakeGoogle
 
-ENV = "test"
-REGION = "us-east-1"
+ENV = STACK
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROWSER_SCRIPT = Path(__file__).resolve().with_name("fake_browser.py")
 CLI = (sys.executable, "-m", "sesmail.refresh")

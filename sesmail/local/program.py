@@ -27,16 +27,13 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
 from sesmail import names
+from sesmail.local.account import ACCOUNT_ID, PARTITION, REGION, STACK
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAIN = REPO_ROOT / "__main__.py"
 EXAMPLE_STACK_FILE = REPO_ROOT / "Pulumi.test.yaml"
 
 PROJECT = names.PROJECT
-STACK = "test"
-ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
-PARTITION = "aws"
 
 STACK_TYPE = "pulumi:pulumi:Stack"
 PROVIDER_TYPE_PREFIX = "pulumi:providers:"

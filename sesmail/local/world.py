@@ -30,7 +30,8 @@ from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 import sesmail.canary
 import sesmail.token_monitor
 from sesmail import names
-from sesmail.local.deploy import CREDENTIALS, REGION, STACK, Deployment, deploy
+from sesmail.local.account import CREDENTIALS, REGION, STACK
+from sesmail.local.deploy import Deployment, deploy
 from sesmail.local.edges import (
     AlarmReading,
     AlarmView,

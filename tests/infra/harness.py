@@ -8,17 +8,14 @@ defined once there and imported here under the names the tests have always used.
 
 from __future__ import annotations
 
+from sesmail.local.account import ACCOUNT_ID, PARTITION, REGION, STACK
 from sesmail.local.program import (
-    ACCOUNT_ID,
     COMPONENT_TYPE_PREFIX,
     EXAMPLE_STACK_FILE,
     MAIN,
-    PARTITION,
     PROJECT,
     PROVIDER_TYPE_PREFIX,
-    REGION,
     REPO_ROOT,
-    STACK,
     STACK_TYPE,
     ProgramRun,
     RecordingMocks,
