@@ -46,6 +46,26 @@ def document(*statements: dict[str, Any]) -> PolicyDocument:
     return {"Version": VERSION, "Statement": list(statements)}
 
 
+#: The one action that publishes metrics; it has no resource type.
+METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
+
+
+def metrics_of_namespace(sid: str, namespace: str) -> dict[str, Any]:
+    """Publishing metrics, in the stack's namespace only.
+
+    PutMetricData supports no resource-level permission (its only resource is "*"); the
+    ``cloudwatch:namespace`` condition is the narrowest scope IAM offers, so the role can write
+    metrics of this stack's namespace and no other.
+    """
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": list(METRIC_ACTIONS),
+        "Resource": "*",
+        "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+    }
+
+
 def account_root(partition: str, account_id: str) -> str:
     return f"arn:{partition}:iam::{account_id}:root"
 
@@ -370,14 +390,7 @@ def retry_processor_policy(
             "Action": "states:StartExecution",
             "Resource": state_machine_arn,
         },
-        {
-            # PutMetricData has no resource type; the namespace condition is the scope.
-            "Sid": "PublishRetryMetrics",
-            "Effect": "Allow",
-            "Action": "cloudwatch:PutMetricData",
-            "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
-        },
+        metrics_of_namespace("PublishRetryMetrics", namespace),
         {
             "Sid": "DeliverExecutionLogs",
             "Effect": "Allow",
@@ -403,7 +416,6 @@ TOKEN_MONITOR_QUEUE_ACTIONS = ("sqs:GetQueueAttributes",)
 TOKEN_MONITOR_STATES_ACTIONS = ("states:ListExecutions", "states:StartExecution")
 #: On the executions (not the state machine): which mailbox an execution drains is in its input.
 TOKEN_MONITOR_DESCRIBE_ACTIONS = ("states:DescribeExecution",)
-TOKEN_MONITOR_METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
 TOKEN_MONITOR_LOG_ACTIONS = FORWARDER_LOG_ACTIONS
 
 
@@ -501,16 +513,7 @@ def token_monitor_policy(
             "Resource": state_machine_arn,
         },
         *(tell_drains_apart if describe_executions else []),
-        {
-            # PutMetricData supports no resource-level permission (its only resource is "*");
-            # the cloudwatch:namespace condition is the narrowest scope IAM offers, so the role
-            # can write metrics of this stack's namespace and no other.
-            "Sid": "PublishTokenMetrics",
-            "Effect": "Allow",
-            "Action": list(TOKEN_MONITOR_METRIC_ACTIONS),
-            "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
-        },
+        metrics_of_namespace("PublishTokenMetrics", namespace),
         {
             "Sid": "WriteOwnLogs",
             "Effect": "Allow",
@@ -571,7 +574,6 @@ RENEWAL_WRITE_ACTIONS = ("ssm:PutParameter",)
 RENEWAL_DESCRIBE_ACTIONS = ("ssm:DescribeParameters",)
 RENEWAL_QUEUE_ACTIONS = ("sqs:GetQueueAttributes",)
 RENEWAL_STATES_ACTIONS = ("states:StartExecution",)
-RENEWAL_METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
 RENEWAL_LOG_ACTIONS = FORWARDER_LOG_ACTIONS
 PUBLIC_PRINCIPAL = "*"
 
@@ -632,14 +634,7 @@ def renewal_policy(
             "Action": list(RENEWAL_STATES_ACTIONS),
             "Resource": state_machine_arn,
         },
-        {
-            # PutMetricData has no resource type; the namespace condition is the scope.
-            "Sid": "ClearTheTokenAlarm",
-            "Effect": "Allow",
-            "Action": list(RENEWAL_METRIC_ACTIONS),
-            "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
-        },
+        metrics_of_namespace("ClearTheTokenAlarm", namespace),
         {
             "Sid": "WriteAuditRecordsAndOwnLogs",
             "Effect": "Allow",
