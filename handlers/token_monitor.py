@@ -1,4 +1,5 @@
-"""Lambda entry point of the token monitor (EventBridge, every 15 minutes): a thin adapter onto sesmail."""
+"""Lambda entry point of the token monitor (EventBridge, every 15 minutes, and once a day with
+``{"action": "daily-reconcile", "time": ...}``): a thin adapter onto sesmail."""
 
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             retry_autostart(_clients, env, table),
             mailboxes=table.names,
             scheduled_at=token_monitor.scheduled_time(event),
+            daily=token_monitor.is_daily_reconcile(event),
         )
 
 

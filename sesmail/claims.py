@@ -71,7 +71,7 @@ class ClaimHeldError(ClaimLostError):
 @dataclass(frozen=True)
 class ClaimRecord:
     """The claim object's content. Unknown fields are ignored, so a later version may add some
-    (e.g. the notification first seen, for a reconcile) without breaking this reader."""
+    without breaking this reader."""
 
     state: ClaimState
     message_id: str
@@ -82,6 +82,10 @@ class ClaimRecord:
     lease_expires_at: int
     gmail_message_id: str | None = None
     delivered_at: int | None = None
+    #: The SES notification the first claimer delivered from, kept so a reconcile can deliver the
+    #: message again exactly as announced (recipients, verdicts, receipt time) after every queue
+    #: that held it has let it go. Claims written before this field have none.
+    notification: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         document: dict[str, Any] = {
@@ -97,6 +101,8 @@ class ClaimRecord:
         if self.gmail_message_id is not None:
             document["gmailMessageId"] = self.gmail_message_id
             document["deliveredAt"] = self.delivered_at
+        if self.notification is not None:
+            document["notification"] = self.notification
         return json.dumps(document, separators=(",", ":")).encode()
 
     @classmethod
@@ -106,6 +112,7 @@ class ClaimRecord:
         if not isinstance(document, dict) or document.get("state") not in _STATES:
             raise ValueError("no known state")
         gmail_id = document.get("gmailMessageId")
+        notification = document.get("notification")
         if document["state"] == "delivered" and not (isinstance(gmail_id, str) and gmail_id):
             raise ValueError("delivered without a gmailMessageId")
         return cls(
@@ -118,6 +125,7 @@ class ClaimRecord:
             lease_expires_at=int(document.get("leaseExpiresAt", 0)),
             gmail_message_id=gmail_id if isinstance(gmail_id, str) else None,
             delivered_at=int(document["deliveredAt"]) if document.get("deliveredAt") is not None else None,
+            notification=notification if isinstance(notification, dict) else None,
         )
 
 
@@ -152,14 +160,23 @@ class ClaimStore:
         self.now = now
         self._lease_seconds = lease_seconds
 
-    def acquire(self, bucket: str, message_id: str, mailbox: str, holder: str) -> Claim | AlreadyDelivered:
+    def acquire(
+        self,
+        bucket: str,
+        message_id: str,
+        mailbox: str,
+        holder: str,
+        *,
+        notification: dict[str, Any] | None = None,
+    ) -> Claim | AlreadyDelivered:
         """Hold the claim for one import, or learn that the message is already delivered.
 
         The create is tried first, without a read: it is the common case (a new message) and
         then costs one request. Only when it fails with 412 is the claim read and judged.
+        ``notification`` is kept in the claim (a takeover keeps the one stored first).
         """
         key = _claim_key(message_id, mailbox)
-        record = self._fresh(message_id, mailbox, holder)
+        record = replace(self._fresh(message_id, mailbox, holder), notification=notification)
         try:
             return Claim(bucket, key, self._put(bucket, key, record, IfNoneMatch="*"), record)
         except ClaimLostError as lost:
@@ -175,6 +192,7 @@ class ClaimStore:
                 code="held",
             )
         # Released, or its holder died: take it over, but only from the version just read.
+        record = replace(record, notification=current.notification or notification)
         return Claim(bucket, key, self._put(bucket, key, record, IfMatch=etag), record)
 
     def complete(self, claim: Claim, gmail_message_id: str) -> Claim:
@@ -206,6 +224,20 @@ class ClaimStore:
             claim.record, state="released", claim_id=f"{claim.record.claim_id}.released", lease_expires_at=0
         )
         self._put(claim.bucket, claim.key, record, IfMatch=claim.etag)
+
+    def mark(self, bucket: str, message_id: str, mailbox: str, marker: str) -> None:
+        """Write the empty marker ``claims/{messageId}/{mailbox}.{marker}`` (names.CLAIM_MARKERS).
+
+        Unconditional and idempotent: a second write of the same marker changes nothing but its
+        LastModified, which for ``queued`` is what it should say (when it was last handed over).
+        """
+        key = names.claim_marker_key(message_id, mailbox, marker)
+        self._s3().put_object(Bucket=bucket, Key=key, Body=b"", ContentType="application/octet-stream")
+
+    def notification(self, bucket: str, message_id: str, mailbox: str) -> dict[str, Any] | None:
+        """The notification kept in the claim of (message, mailbox); None when it has none."""
+        record, _ = self._read(bucket, _claim_key(message_id, mailbox))
+        return record.notification
 
     # --- S3 -------------------------------------------------------------------------------------
 

@@ -155,21 +155,45 @@ class Deliverer:
         try:
             tagged = self._store.tagged_gmail_id(note, message)
             if tagged:
-                return _already_delivered(tagged, "tag")
+                return self._already_delivered(note, tagged, "tag")
             if labels is None:
                 placement = self._place(note)
                 if placement is Placement.REJECTED:
+                    self.mark(note, names.CLAIM_MARKER_REJECTED)
                     return Delivery("rejected", None)
                 labels = labels_for(placement is Placement.SPAM, self._extra_labels)
-            claim = self.claims.acquire(note.bucket, note.message_id, self.mailbox, holder)
+            claim = self.claims.acquire(note.bucket, note.message_id, self.mailbox, holder, notification=note.raw)
             if isinstance(claim, AlreadyDelivered):
-                return _already_delivered(claim.gmail_message_id, "claim")
+                return self._already_delivered(note, claim.gmail_message_id, "claim")
             imported = self._import(note, message, claim, list(labels))
         finally:
             message.body.close()
         self._complete(claim, imported, deadline)
+        self.mark(note, names.CLAIM_MARKER_DELIVERED)
         log.info("imported into Gmail", extra={"event": "delivery.imported", "gmailMessageId": imported.gmail_id})
         return Delivery("delivered", imported.gmail_id)
+
+    def mark(self, note: MailNotification, marker: str) -> None:
+        """Record how (message, this mailbox) ended, for the reconcile; never raises.
+
+        A marker that could not be written costs a later reconcile one look at the claim, which
+        then answers (``already-delivered``) and writes it: nothing is delivered twice.
+        """
+        try:
+            self.claims.mark(note.bucket, note.message_id, self.mailbox, marker)
+        except Exception as exc:
+            log.warning(
+                "could not write the claim marker; a reconcile will look at this message again",
+                extra={"event": "delivery.mark_failed", "marker": marker, "reason": classify(exc).reason},
+            )
+
+    def _already_delivered(self, note: MailNotification, gmail_id: str, record: str) -> Delivery:
+        log.info(
+            "already imported; not importing again",
+            extra={"event": "delivery.duplicate", "gmailMessageId": gmail_id, "record": record},
+        )
+        self.mark(note, names.CLAIM_MARKER_DELIVERED)
+        return Delivery("already-delivered", gmail_id)
 
     def _place(self, note: MailNotification) -> Placement:
         """Inbox, spam or not at all, by SES's verdicts (from the stored headers when the notification has none).
@@ -248,11 +272,3 @@ class Deliverer:
         if delay > names.INPROCESS_MAX_WAIT_SECONDS or self._clock() + delay >= deadline:
             return None
         return delay
-
-
-def _already_delivered(gmail_id: str, record: str) -> Delivery:
-    log.info(
-        "already imported; not importing again",
-        extra={"event": "delivery.duplicate", "gmailMessageId": gmail_id, "record": record},
-    )
-    return Delivery("already-delivered", gmail_id)

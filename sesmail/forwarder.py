@@ -23,7 +23,7 @@ from typing import Any
 from sesmail import names
 from sesmail.aws import AwsClients
 from sesmail.canary import CanaryKeyError, KeyCache, recognise
-from sesmail.claims import ClaimStore
+from sesmail.claims import ClaimHeldError, ClaimStore
 from sesmail.delivery import Deliverer, Delivery, MessageStore
 from sesmail.errors import (
     FailureClass,
@@ -52,6 +52,7 @@ from sesmail.labels import LabelResolver
 from sesmail.log import bound, get_logger
 from sesmail.mailboxes import Mailbox, MailboxTable, Routing, queue_url_for
 from sesmail.metrics import emit_counts
+from sesmail.reconcile import Owed, Planner, notification_for
 from sesmail.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
 from sesmail.tokens import AccessTokenProvider
 from sesmail.verdicts import AuthFailures
@@ -245,6 +246,8 @@ class Forwarder:
     def _dispatch(self, event: Any, invocation: _Invocation) -> dict[str, Any]:
         if isinstance(event, dict) and event.get("source") == names.RETRY_PROCESSOR_SOURCE:
             return self._handle_retry(event, invocation)
+        if isinstance(event, dict) and event.get("source") == names.RECONCILE_SOURCE:
+            return self._handle_reconcile(event, invocation)
         records = event.get("Records") if isinstance(event, dict) else None
         if not isinstance(records, list):
             raise MalformedEventError("event is neither an SQS/SES batch nor a retry-processor invocation")
@@ -371,7 +374,11 @@ class Forwarder:
         error = problems[0] if len(problems) == 1 else PermanentError("; ".join(p.reason for p in problems))
         failed = [s.mailbox for s in settled if s.permanent is not None]
         context = {"sesMessageId": note.message_id, names.ATTR_MAILBOX: ",".join(failed)}
-        return self._dead_letter(dlq_body, error, invocation, context)
+        if not self._dead_letter(dlq_body, error, invocation, context):
+            return False
+        for mailbox in failed:
+            self._routes[mailbox].deliverer.mark(note, names.CLAIM_MARKER_QUEUED)
+        return True
 
     def _deliver_to(
         self,
@@ -426,6 +433,7 @@ class Forwarder:
             )
             invocation.counts[names.METRIC_FAILED] += 1
             return False
+        route.deliverer.mark(note, names.CLAIM_MARKER_QUEUED)
         log.warning(
             "parked for retry",
             extra={
@@ -470,32 +478,127 @@ class Forwarder:
             note = parse_notification(document, expected_bucket=self.settings.email_bucket)
         except MalformedEventError as error:
             raise self._retry_failure(error, invocation, names.DEFAULT_MAILBOX) from None
-        mailbox = event.get(names.RETRY_MAILBOX_KEY, names.DEFAULT_MAILBOX)
-        with bound(messageId=note.message_id, mailbox=mailbox):
-            route = self._routes.get(mailbox) if isinstance(mailbox, str) else None
-            if route is None:
-                unknown = PermanentError(
-                    f"mailbox {str(mailbox)[:40]!r} is not configured in this deployment "
-                    f"(configured: {', '.join(self._routes)}); the message cannot be delivered to it"
-                )
-                raise self._retry_failure(unknown, invocation, names.DEFAULT_MAILBOX) from None
+        with bound(messageId=note.message_id):
+            route = self._route_for(event, invocation)
+        with bound(messageId=note.message_id, mailbox=route.mailbox.name):
             try:
                 canary_id = self._canary_id(note)
                 with bound(**({"canaryId": canary_id} if canary_id else {})):
                     delivery = self._deliver(route, note, invocation, canary=bool(canary_id))
             except Exception as exc:
-                raise self._retry_failure(classify(exc), invocation, route.mailbox.name) from None
+                failure = classify(exc)
+                if isinstance(failure, PermanentError):
+                    # The state machine copies it to the retry DLQ now, where it lives 14 days from
+                    # the copy: the reconcile leaves it to the operator's redrive that long.
+                    route.deliverer.mark(note, names.CLAIM_MARKER_QUEUED)
+                raise self._retry_failure(failure, invocation, route.mailbox.name) from None
         return {"status": delivery.status, "gmailMessageId": delivery.gmail_message_id}
 
-    def _deliver(self, route: _Route, note: MailNotification, invocation: _Invocation, *, canary: bool) -> Delivery:
-        """One (message, mailbox) import, counted; a canary archived under its own label, and counted per mailbox."""
+    def _route_for(self, event: dict[str, Any], invocation: _Invocation) -> _Route:
+        """The mailbox a retry-processor or reconcile event names (absent: ``default``)."""
+        mailbox = event.get(names.RETRY_MAILBOX_KEY, names.DEFAULT_MAILBOX)
+        route = self._routes.get(mailbox) if isinstance(mailbox, str) else None
+        if route is None:
+            unknown = PermanentError(
+                f"mailbox {str(mailbox)[:40]!r} is not configured in this deployment "
+                f"(configured: {', '.join(self._routes)}); the message cannot be delivered to it"
+            )
+            with bound(mailbox=str(mailbox)[:40]):
+                raise self._retry_failure(unknown, invocation, names.DEFAULT_MAILBOX) from None
+        return route
+
+    def _deliver(
+        self, route: _Route, note: MailNotification, invocation: _Invocation, *, canary: bool, live: bool = True
+    ) -> Delivery:
+        """One (message, mailbox) import, counted; a canary archived under its own label, and counted per mailbox.
+
+        ``live`` is False for a reconcile: a canary found in the bucket proves the mailbox's
+        import, not the path that lost it, so it must not count as the day's canary.
+        """
         labels = (names.CANARY_LABEL,) if canary else None
         delivery = route.deliverer.deliver(note, invocation.deadline, holder=invocation.request_id, labels=labels)
         self._delivered(delivery, invocation)
-        if canary and delivery.status == "delivered":
+        if canary and live and delivery.status == "delivered":
             invocation.canaries.add(route.mailbox.name)
             log.info("the canary reached the mailbox", extra={"event": names.EVENT_CANARY_DELIVERED})
         return delivery
+
+    # --- reconcile ----------------------------------------------------------------------------------
+
+    def _handle_reconcile(self, event: dict[str, Any], invocation: _Invocation) -> dict[str, Any]:
+        """Deliver what the bucket says ``event["mailbox"]`` is owed, oldest first, until time runs out.
+
+        Answers ``{"status": "complete" | "partial", ...}``; on ``partial`` the retry processor
+        invokes it again (each run plans afresh: what was delivered is settled by then). A dead
+        token, a refused mailbox or Gmail's quota stop it as they stop a drain (raised by their
+        contract names); any other failure hands that message to the retry queue with its reason,
+        where the drain that follows retries or dead-letters it.
+        """
+        route = self._route_for(event, invocation)
+        bucket = self.settings.email_bucket
+        if not bucket:
+            error = PermanentError(f"the forwarder's environment lacks {names.ENV_VAR_EMAIL_BUCKET}; redeploy")
+            raise self._retry_failure(error, invocation, route.mailbox.name)
+        mailbox = route.mailbox.name
+        with bound(mailbox=mailbox):
+            planner = Planner(lambda: self._clients.s3, bucket, self._table)
+            plan = planner.plan([mailbox], with_unroutable=mailbox == self._table.primary.name)
+            handled: list[Owed] = []
+            settled_here: list[Owed] = []
+            for owed in plan.owed:
+                if handled and self._clock() >= invocation.deadline:
+                    break  # at least one per run: every run makes progress, however slow the listing
+                with bound(messageId=owed.message.message_id):
+                    if self._reconcile_one(route, owed, bucket, invocation):
+                        settled_here.append(owed)
+                handled.append(owed)
+            complete = len(handled) == len(plan.owed)
+            # Counted once: what this run itself settled (not what a racing delivery had), and the
+            # unroutable messages when the whole plan is done.
+            lost = plan.lost(settled_here) + (plan.lost_unroutable() if complete else 0)
+            invocation.counts[names.METRIC_UNDELIVERED_FOUND] += lost
+            summary = {
+                "status": "complete" if complete else "partial",
+                "owed": len(plan.owed),
+                "handled": len(handled),
+                "delivered": invocation.counts[names.METRIC_FORWARDED],
+                "lost": lost,
+                "waiting": plan.waiting,
+                "young": plan.young,
+                "unroutable": len(plan.unroutable),
+                "scanned": plan.scanned,
+            }
+            # INFO even when mail was lost upstream: UndeliveredMailFound and its alarm say that, and
+            # the failures-by-class query stays about deliveries.
+            log.info("reconciled the bucket with the claims", extra={"event": names.EVENT_RECONCILE_DONE, **summary})
+        return summary
+
+    def _reconcile_one(self, route: _Route, owed: Owed, bucket: str, invocation: _Invocation) -> bool:
+        """Deliver one owed pair; True when this run settled it (not when another delivery already had)."""
+        note = parse_notification(notification_for(owed, bucket), expected_bucket=bucket)
+        try:
+            note = self._kept_notification(owed, bucket) or note
+            canary_id = self._canary_id(note)
+            delivery = self._deliver(route, note, invocation, canary=bool(canary_id), live=False)
+            return delivery.status != "already-delivered"
+        except Exception as exc:
+            error = classify(exc)
+        if isinstance(error, (TokenExpiredError, MailboxRefusedError, RateLimitedError)):
+            raise self._retry_failure(error, invocation, route.mailbox.name) from None
+        # Logged either way; a message that could not be parked is still owed to the next reconcile.
+        # A held claim means another delivery is importing it: that one settles it, not this run.
+        parked = self._park(route, note, error, invocation, attempt=1)
+        return parked and not isinstance(error, ClaimHeldError)
+
+    def _kept_notification(self, owed: Owed, bucket: str) -> MailNotification | None:
+        """The notification the claim kept (exact recipients, verdicts, receipt time), if it has a usable one."""
+        if not owed.claimed:
+            return None
+        kept = self._deliverer.claims.notification(bucket, owed.message.message_id, owed.mailbox)
+        try:
+            return parse_notification(kept, expected_bucket=bucket) if kept is not None else None
+        except MalformedEventError:
+            return None
 
     # --- the canary -----------------------------------------------------------------------------------
 

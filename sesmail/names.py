@@ -209,6 +209,24 @@ def claim_key(message_id: str, mailbox: str = DEFAULT_MAILBOX) -> str:
     return f"{CLAIMS_PREFIX}{message_id}/{check_mailbox(mailbox)}"
 
 
+#: Empty marker objects beside a claim, ``claims/{messageId}/{mailbox}.{marker}``, so a reconcile
+#: learns every (message, mailbox)'s outcome from LIST alone instead of a GET per claim. A claim
+#: says *who may import*; a marker says *how it ended*. Mailbox names have no ``.``, so a marker
+#: key is never a claim key. Markers are written after the fact and best effort: a missing one
+#: only makes the reconcile look again, and the claim then answers ``already-delivered``.
+CLAIM_MARKER_DELIVERED = "delivered"  # Gmail has it (import recorded on the claim)
+CLAIM_MARKER_REJECTED = "rejected"  # refused by the sender-authentication policy (authFailures: drop)
+CLAIM_MARKER_QUEUED = "queued"  # handed to a queue (parked, or dead-lettered); LastModified = when
+CLAIM_MARKERS = (CLAIM_MARKER_DELIVERED, CLAIM_MARKER_REJECTED, CLAIM_MARKER_QUEUED)
+
+
+def claim_marker_key(message_id: str, mailbox: str, marker: str) -> str:
+    """``claims/{messageId}/{mailbox}.{marker}``."""
+    if marker not in CLAIM_MARKERS:
+        raise ValueError(f"unknown claim marker {marker!r}")
+    return f"{claim_key(message_id, mailbox)}.{marker}"
+
+
 # --- Canary (DESIGN.md, "Canary: silence is an alarm") ------------------------------------------
 
 #: Local part of the address the canary sends from and to: ``ses-mail-canary@{first domain}``.
@@ -345,6 +363,9 @@ METRIC_FAILED = "MessagesFailed"
 METRIC_MAILBOX_REFUSED = "MailboxRefused"
 #: Not imported by the sender-authentication policy (``authFailures: drop``); the raw stays in S3.
 METRIC_REJECTED = "MessagesRejected"
+#: (message, mailbox) pairs a reconcile found undelivered, older than RECONCILE_ALARM_AGE_SECONDS,
+#: that no queue ever held: mail the inbound path never delivered nor parked. Dimensionless.
+METRIC_UNDELIVERED_FOUND = "UndeliveredMailFound"
 
 # --- Token lifecycle thresholds ------------------------------------------------------------------
 
@@ -624,6 +645,43 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 #: still be in S3 for the whole of both.
 MIN_RETAIN_DAYS = (RETRY_QUEUE_RETENTION_SECONDS + DLQ_RETENTION_SECONDS) // 86400
 
+# --- Reconcile (DESIGN.md, "Reconcile: S3 is the source of truth") ---------------------------------
+
+#: The forwarder's event ``{"source": "reconcile", "mailbox": NAME}``: deliver what the mailbox
+#: is owed from the bucket. The retry processor sends it before every drain.
+RECONCILE_SOURCE = "reconcile"
+#: A stored message younger than this may still be on the inbound path (SQS redelivers it up to
+#: INBOUND_QUEUE_MAX_RECEIVE_COUNT times, a visibility timeout apart): the reconcile leaves it alone.
+RECONCILE_MIN_AGE_SECONDS = INBOUND_QUEUE_VISIBILITY_SECONDS * INBOUND_QUEUE_MAX_RECEIVE_COUNT
+#: A (message, mailbox) handed to a queue (marker ``queued``) is the queue's for this long: SQS keeps
+#: it in the retry queue, and then in its DLQ (which keeps the original enqueue time), for at most
+#: RETRY_QUEUE_RETENTION_SECONDS in all. After that only the bucket holds it, and the reconcile
+#: delivers it.
+RECONCILE_QUEUED_WAIT_SECONDS = RETRY_QUEUE_RETENTION_SECONDS
+#: Undelivered mail older than this that no queue ever held means something upstream is broken
+#: (SNS -> SQS, the forwarder, the inbound DLQ left unattended): metric METRIC_UNDELIVERED_FOUND.
+RECONCILE_ALARM_AGE_SECONDS = 24 * 3600
+#: Once a day EventBridge invokes the token monitor with ``{"action": "daily-reconcile", "time": ...}``:
+#: it then starts a retry-processor execution (which reconciles first) for every mailbox whose
+#: token works, even with an empty retry queue. 04:00 UTC: after most of a day's mail, before
+#: Europe's morning.
+RECONCILE_DAILY_SCHEDULE = "cron(0 4 * * ? *)"
+#: The monitor event's ``action`` for the daily run, the executions' ``trigger`` and name prefix.
+RETRY_TRIGGER_DAILY_RECONCILE = "daily-reconcile"
+
+
+def daily_reconcile_rule(env: str) -> str:
+    """The EventBridge rule that starts the daily reconcile through the token monitor."""
+    return f"{PROJECT}-daily-reconcile-{check_env(env)}"
+
+
+#: The forwarder's log event after each reconcile run, with the plan's counts.
+EVENT_RECONCILE_DONE = "reconcile.done"
+#: A page of ListObjectsV2 (S3's maximum): 10,000 stored messages cost ten LIST requests.
+RECONCILE_LIST_PAGE_SIZE = 1000
+#: Stored messages the forwarder never saw, looked at in parallel (one ranged GET of the head each).
+RECONCILE_HEAD_READERS = 8
+
 # --- Refresh CLI (python -m sesmail.refresh) and the token monitor ------------------------------
 
 
@@ -792,6 +850,11 @@ def retry_processor_failed_alarm(env: str) -> str:
 
 def retry_processor_timed_out_alarm(env: str) -> str:
     return f"ses-mail-gmail-forwarder-retry-processor-timed-out-{check_env(env)}"
+
+
+def undelivered_found_alarm(env: str) -> str:
+    """UndeliveredMailFound >= 1: a reconcile found (and delivered) mail the inbound path lost."""
+    return f"ses-mail-undelivered-mail-found-{check_env(env)}"
 
 
 def dashboard(env: str) -> str:

@@ -12,6 +12,12 @@ processor: the steps the renewal page takes too, so both call
 that the file is a "Web application" client, stores it in its own SecureString parameter, says
 which redirect URI to register for it, and writes an audit record; no consent, no token.
 
+``--reconcile`` delivers the stored mail no queue will (DESIGN.md, "Reconcile: S3 is the source of
+truth"), no consent and no token either: it plans from the mail bucket for every mailbox of the
+stack (or ``--mailbox NAME``), prints what is owed, oldest first, and why, then starts the retry
+processor, which reconciles before it drains, for each mailbox owed mail (:mod:`sesmail.reconcile_cli`).
+``--dry-run`` only prints the plan; ``--wait`` follows the executions.
+
 Output is for a human at a terminal. Every failure ends in one sentence with the fix
 (:mod:`sesmail.refresh_errors`) and exit code 1; tokens and the client secret never appear,
 because nothing prints them and every line is passed through :func:`sesmail.log.redact`.
@@ -26,12 +32,12 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sesmail import names
+from sesmail import names, reconcile_cli
 from sesmail.audit import AuditLogGroupMissing, write_audit_record
 from sesmail.aws import AwsClients
 from sesmail.http import HttpClient
@@ -42,7 +48,7 @@ from sesmail.refresh_args import PROG, parse_args
 from sesmail.refresh_errors import ErrorContext, RefreshFailed, explain
 from sesmail.renewal.finish import Completion, Renewal, complete_renewal
 from sesmail.renewal.settings import PARAMETER_CACHE_SECONDS
-from sesmail.retry_run import TRIGGER, follow_execution, queue_depth, retry_queue_url
+from sesmail.retry_run import TRIGGER, finished_sentence, follow_execution, queue_depth, retry_queue_url
 from sesmail.token_metrics import hours_left
 from sesmail.token_store import (
     ProvenToken,
@@ -85,6 +91,8 @@ class _Run:
     execution_arn: str | None = None
     #: ``--web-client-secret``: the web client JSON was written.
     web_client_stored: bool = False
+    #: ``--reconcile``: the executions of the retry processor it started.
+    started: list[str] = field(default_factory=list)
 
     def interrupted(self) -> str:
         if self.execution_arn:
@@ -93,15 +101,20 @@ class _Run:
             return "interrupted after the new token was stored; the retry processor was not started"
         if self.web_client_stored:
             return "interrupted after the web client JSON was stored; rerun to see the redirect URI to register"
+        if self.started:
+            started = ", ".join(self.started)
+            return f"interrupted; the retry processor was started and carries on without this command: {started}"
         return "interrupted; nothing was stored"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
-    ctx = ErrorContext(env=args.env, port=args.port, profile=args.profile)
-    run = _Run(args.env, ctx, console, mailbox=args.mailbox)
+    ctx = ErrorContext(env=args.env, port=args.port, profile=args.profile, reconcile=args.reconcile)
+    run = _Run(args.env, ctx, console, mailbox=args.mailbox or names.DEFAULT_MAILBOX)
     try:
+        if args.reconcile:
+            return _reconcile(args, run)
         if args.web_client_secret is not None:
             return _store_web_client(args, run)
         return _renew(args, run)
@@ -190,22 +203,27 @@ def _identify(aws: AwsClients, run: _Run, doing: str) -> _Caller:
     return caller
 
 
-def _mailbox(ssm: Any, run: _Run) -> Mailbox:
-    """The mailbox being renewed, from the stack's mailbox table in SSM; says which account it expects.
+def _mailbox_table(ssm: Any, env: str) -> MailboxTable:
+    """The stack's mailbox table in SSM.
 
     The table parameter exists when the stack configures ``mailboxes`` or ``gmailAddress``; without
     it only ``default`` exists, with no address to check the consenting account against.
     """
     try:
-        text = str(ssm.get_parameter(Name=names.mailboxes_parameter(run.env))["Parameter"]["Value"])
-        table = MailboxTable.from_json(text)
+        text = str(ssm.get_parameter(Name=names.mailboxes_parameter(env))["Parameter"]["Value"])
+        return MailboxTable.from_json(text)
     except ssm.exceptions.ParameterNotFound:
-        table = MailboxTable.single()
+        return MailboxTable.single()
     except ValueError as exc:
         raise RefreshFailed(
-            f"the mailbox table {names.mailboxes_parameter(run.env)} is unreadable ({exc}); "
-            f"run `{names.deploy_command(run.env)}` to rewrite it"
+            f"the mailbox table {names.mailboxes_parameter(env)} is unreadable ({exc}); "
+            f"run `{names.deploy_command(env)}` to rewrite it"
         ) from None
+
+
+def _mailbox(ssm: Any, run: _Run) -> Mailbox:
+    """The mailbox being renewed, from the stack's mailbox table; says which account it expects."""
+    table = _mailbox_table(ssm, run.env)
     mailbox = table.get(run.mailbox)
     if mailbox is None:
         raise RefreshFailed(
@@ -413,16 +431,30 @@ def _report_drain(
             f"{state_machine_arn} "
             f'--input \'{{"mailbox": "{run.mailbox}"}}\'`'
         )
-    if outcome.delivered is None:
-        say("The retry processor finished.")
-    else:
-        dead_lettered = outcome.failed or 0
-        say(f"The retry processor finished: {outcome.delivered} delivered, {dead_lettered} moved to the retry DLQ.")
+    finished = finished_sentence(outcome)
+    say(finished[0].upper() + finished[1:])
     if outcome.stopped_by == names.RETRY_STOPPED_RATE_LIMITED:
         say(
             "It stopped early on Gmail's rate limit: the rest stays in the retry queue, and the token monitor "
             "starts the retry processor again every 15 minutes until it is delivered."
         )
+    return EXIT_OK
+
+
+# --- --reconcile: deliver the stored mail no queue will ------------------------------------------------------
+
+
+def _reconcile(args: argparse.Namespace, run: _Run) -> int:
+    """Plan from the mail bucket and start the drains that deliver it (:mod:`sesmail.reconcile_cli`); no consent."""
+    request = reconcile_cli.Request(
+        mailbox=args.mailbox, dry_run=args.dry_run, wait=args.wait, poll_seconds=_poll_seconds()
+    )
+    aws = AwsClients(args.region, args.profile)
+    dry = " (dry run)" if args.dry_run else ""
+    caller = _identify(aws, run, f"Reconciling the stored mail of environment {run.env!r}{dry}")
+    stack = reconcile_cli.Stack(run.env, caller.account, caller.region, caller.partition)
+    table = _mailbox_table(aws.ssm, run.env)
+    reconcile_cli.reconcile(aws, stack, table, request, say=run.console.say, ctx=run.ctx, on_started=run.started.append)
     return EXIT_OK
 
 

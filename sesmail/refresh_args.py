@@ -15,6 +15,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The options, with the cross-option checks argparse cannot express (also exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.reconcile:
+        given = [option for option, value in _RECONCILE_CONFLICTS if value(args)]
+        if given:
+            parser.error(
+                f"--reconcile only delivers stored mail (no consent, no token), so it cannot be combined with "
+                f"{' or '.join(given)}; run {'those' if len(given) > 1 else 'that'} separately"
+            )
+        if args.dry_run and args.wait:
+            parser.error("--dry-run starts no retry processor, so there is nothing for --wait to follow")
+    elif args.dry_run:
+        parser.error("--dry-run only goes with --reconcile (it shows the reconcile's plan and starts nothing)")
     if args.wait and args.no_retry:
         parser.error("--wait follows the retry processor, so it cannot be combined with --no-retry")
     if args.web_client_secret is not None:
@@ -25,9 +36,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 f"cannot be combined with {' or '.join(given)} ({'options' if len(given) > 1 else 'an option'} of a "
                 "token renewal); renew separately"
             )
-    if args.mailbox is None:
+    if args.port is None:
+        args.port = names.OAUTH_DEFAULT_PORT
+    if args.mailbox is None and not args.reconcile:  # --reconcile without --mailbox: every mailbox
         args.mailbox = names.DEFAULT_MAILBOX
-    if args.lifetime_days is None and args.web_client_secret is None:
+    if args.lifetime_days is None and args.web_client_secret is None and not args.reconcile:
         try:
             args.lifetime_days = stack_token_lifetime_days(args.env)
         except ValueError as exc:
@@ -42,6 +55,16 @@ _RENEWAL_ONLY: tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...] = (
     ("--no-retry", lambda args: bool(args.no_retry)),
     ("--no-browser", lambda args: bool(args.no_browser)),
     ("--mailbox", lambda args: args.mailbox is not None),
+    ("--lifetime-days", lambda args: args.lifetime_days is not None),
+)
+
+#: Options ``--reconcile`` refuses: the consent, the token and the other set-up.
+_RECONCILE_CONFLICTS: tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...] = (
+    ("--client-secret", lambda args: args.client_secret is not None),
+    ("--web-client-secret", lambda args: args.web_client_secret is not None),
+    ("--no-browser", lambda args: bool(args.no_browser)),
+    ("--port", lambda args: args.port is not None),
+    ("--no-retry", lambda args: bool(args.no_retry)),
     ("--lifetime-days", lambda args: args.lifetime_days is not None),
 )
 
@@ -70,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "store the token in SSM, clear the expiry alarm, and deliver the mail that waited in the retry queue.",
         epilog="Example: python -m sesmail.refresh --env test --client-secret ~/Downloads/client_secret.json --wait. "
         "Once, to renew from a phone: python -m sesmail.refresh --env test --web-client-secret "
-        "~/Downloads/client_secret_web.json",
+        "~/Downloads/client_secret_web.json. Deliver stored mail no queue will: python -m sesmail.refresh --env test "
+        "--reconcile --dry-run, then without --dry-run",
     )
     parser.add_argument("--env", required=True, type=_env, help="environment (the Pulumi stack name), e.g. test")
     parser.add_argument(
@@ -92,13 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         metavar="N",
         type=_port,
-        default=names.OAUTH_DEFAULT_PORT,
+        default=None,  # parse_args fills in the default, once it knows the option was not given
         help=f"loopback port for Google's redirect, on {names.OAUTH_LOOPBACK_HOST} only "
         f"(default {names.OAUTH_DEFAULT_PORT}; 0 picks a free one)",
     )
     parser.add_argument("--no-retry", action="store_true", help="do not start the retry processor afterwards")
     parser.add_argument(
-        "--wait", action="store_true", help="follow the retry processor until it ends; exit 1 if it fails"
+        "--wait",
+        action="store_true",
+        help="follow the retry processor until it ends (with --reconcile: each one it started); exit 1 if one fails",
     )
     parser.add_argument(
         "--lifetime-days",
@@ -114,7 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         type=_mailbox,
         default=None,  # parse_args fills in the default, once it knows the option was not given
-        help=f"which mailbox's token to renew (ses-mail:mailboxes; default {names.DEFAULT_MAILBOX!r})",
+        help=f"which mailbox's token to renew (ses-mail:mailboxes; default {names.DEFAULT_MAILBOX!r}); with "
+        "--reconcile, the one mailbox to reconcile (default: every mailbox)",
+    )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="instead of renewing a token: list the stored mail (S3) that never reached its mailbox, oldest "
+        "first, and start the retry processor, which delivers it, for each mailbox owed some",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="with --reconcile: only list what is owed; write and start nothing"
     )
     parser.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: your AWS configuration)")
     parser.add_argument("--profile", metavar="NAME", help="AWS profile to use (default: your AWS configuration)")

@@ -49,6 +49,8 @@ class ErrorContext:
     env: str
     port: int = names.OAUTH_DEFAULT_PORT
     profile: str | None = None
+    #: ``--reconcile``: no token is renewed, and ``--no-retry`` is not an option.
+    reconcile: bool = False
 
 
 def explain(exc: BaseException, ctx: ErrorContext) -> str:
@@ -135,15 +137,20 @@ def _client_error(exc: Any, ctx: ErrorContext, login: str) -> str:
     if code in _ACCESS_CODES or status == 403 or code == "403":
         match = _IAM_ACTION.search(text)
         action = match.group(1) if match else operation
+        task = "reconcile the stored mail" if ctx.reconcile else "renew the token"
         return (
-            f"AWS denied {action} to these credentials; rerun with credentials allowed to renew the token "
+            f"AWS denied {action} to these credentials; rerun with credentials allowed to {task} "
             f"(--profile NAME; the permissions are listed in the README's 'Renewing the Gmail token')"
         )
     deploy = f"`{names.deploy_command(ctx.env)}`"
     if code == "ParameterNotFound":
         return f"an SSM parameter of the token does not exist; deploy the stack ({deploy}) and rerun"
     if code == "StateMachineDoesNotExist":
-        return f"the retry processor state machine does not exist; deploy the stack ({deploy}) or rerun with --no-retry"
+        instead = "" if ctx.reconcile else " or rerun with --no-retry"
+        return f"the retry processor state machine does not exist; deploy the stack ({deploy}){instead}"
+    if code == "NoSuchBucket":
+        bucket = f"the mail bucket {error['BucketName']}" if error.get("BucketName") else "the mail bucket"
+        return f"{bucket} does not exist; deploy the stack ({deploy}), or pass the stack's --region, and rerun"
     return (
         f"AWS {operation} failed ({code}: {_short(text)}); rerun in a minute, and check the AWS console if it persists"
     )

@@ -69,6 +69,10 @@ MAILBOX_REFUSED_ERROR = "MailboxRefusedError"
 RATE_LIMITED_ERROR = "RateLimitedError"
 DELIVERED = "delivered"
 FAILED = "failed"
+#: Totals key: what the reconcile at the start of the execution delivered.
+RECONCILED = "reconciled"
+#: The forwarder's reconcile answer when it ran out of time with more to deliver.
+RECONCILE_PARTIAL = "partial"
 #: Errors that stop the drain with everything undelivered left in the queue: (errorType, state suffix).
 _STOPS = (
     (TOKEN_DEAD_ERROR, "TokenDead"),
@@ -87,6 +91,8 @@ _MAILBOX_PATH = f"$.{TARGET}.mailbox"
 _QUEUE_URL_PATH = f"$.{TARGET}.queueUrl"
 _DLQ_URL_PATH = f"$.{TARGET}.dlqUrl"
 _REFRESH_COMMAND_PATH = f"$.{TARGET}.refreshCommand"
+_RECONCILED_PATH = f"$.reconcile.Payload.{DELIVERED}"
+_RECONCILE_STATUS_PATH = "$.reconcile.Payload.status"
 
 
 @dataclass(frozen=True)
@@ -144,10 +150,60 @@ def build_definition(
             },
             "Init": {
                 "Type": "Pass",
-                "Parameters": {DELIVERED: 0, FAILED: 0, "batches": 0},
+                "Parameters": {DELIVERED: 0, FAILED: 0, "batches": 0, RECONCILED: 0},
                 "ResultPath": "$.totals",
-                "Next": "Receive",
+                "Next": "ReconcileFirst",
             },
+            # A successor (handed over at the batch cap) drains on; its first execution reconciled.
+            "ReconcileFirst": {
+                "Type": "Choice",
+                "Choices": [{"Variable": f"$.{names.RETRY_CONTINUED_FROM_KEY}", "IsPresent": True, "Next": "Receive"}],
+                "Default": "Reconcile",
+            },
+            "Reconcile": _reconcile(arn, forwarder_function),
+            # An answer without a count (a forwarder older than the machine, say) is not counted,
+            # and never a States.Runtime failure: the drain runs regardless.
+            "CheckReconciled": {
+                "Type": "Choice",
+                "Choices": [
+                    {
+                        "And": [
+                            {"Variable": _RECONCILED_PATH, "IsPresent": True},
+                            {"Variable": _RECONCILED_PATH, "IsNumeric": True},
+                        ],
+                        "Next": "CountReconciled",
+                    }
+                ],
+                "Default": "Receive",
+            },
+            "CountReconciled": {
+                "Type": "Pass",
+                "Parameters": {
+                    "totals": {
+                        **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches")},
+                        f"{RECONCILED}.$": f"States.MathAdd($.totals.{RECONCILED}, {_RECONCILED_PATH})",
+                    },
+                    f"{TARGET}.$": f"$.{TARGET}",
+                    "reconcile.$": "$.reconcile",
+                },
+                "ResultPath": "$",
+                "Next": "MoreToReconcile",
+            },
+            "MoreToReconcile": {
+                "Type": "Choice",
+                "Choices": [
+                    {
+                        "And": [
+                            {"Variable": _RECONCILE_STATUS_PATH, "IsPresent": True},
+                            {"Variable": _RECONCILE_STATUS_PATH, "StringEquals": RECONCILE_PARTIAL},
+                        ],
+                        "Next": "Reconcile",
+                    }
+                ],
+                "Default": "Receive",
+            },
+            # The drain still runs: the forwarder's log and errors alarm say why the reconcile failed.
+            "ReconcileFailed": {"Type": "Pass", "ResultPath": None, "Next": "Receive"},
             "Receive": _receive(arn),
             "AnyMessages": {
                 "Type": "Choice",
@@ -162,6 +218,7 @@ def build_definition(
                     "totals": {
                         **{f"{outcome}.$": _add_batch_count(outcome) for outcome in (DELIVERED, FAILED)},
                         "batches.$": "States.MathAdd($.totals.batches, 1)",
+                        f"{RECONCILED}.$": f"$.totals.{RECONCILED}",
                     },
                     f"{TARGET}.$": f"$.{TARGET}",
                 },
@@ -234,7 +291,7 @@ def build_definition(
             "RateLimited": {
                 "Type": "Pass",
                 "Parameters": {
-                    **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches")},
+                    **{f"{key}.$": f"$.totals.{key}" for key in (DELIVERED, FAILED, "batches", RECONCILED)},
                     names.RETRY_STOPPED_BY_KEY: names.RETRY_STOPPED_RATE_LIMITED,
                 },
                 "End": True,
@@ -421,6 +478,26 @@ def _deliver_batch(arn: _Integrations, function: str) -> dict[str, Any]:
             _catch(["States.ALL"], "PublishMetricsFailed"),
         ],
         "Next": "Tally",
+    }
+
+
+def _reconcile(arn: _Integrations, function: str) -> dict[str, Any]:
+    """Deliver what the bucket says the mailbox is owed (oldest first) before the queue is drained."""
+    return {
+        "Type": "Task",
+        "Resource": arn(LAMBDA_INVOKE),
+        "Parameters": {
+            "FunctionName": function,
+            "Payload": {"source": names.RECONCILE_SOURCE, f"{names.RETRY_MAILBOX_KEY}.$": _MAILBOX_PATH},
+        },
+        "ResultSelector": {"Payload.$": "$.Payload"},
+        "ResultPath": "$.reconcile",
+        "Retry": [_retry(RETRIABLE_ERRORS)],
+        "Catch": [
+            *(_catch([error], f"PublishMetrics{name}") for error, name in _STOPS),
+            _catch(["States.ALL"], "ReconcileFailed"),
+        ],
+        "Next": "CheckReconciled",
     }
 
 

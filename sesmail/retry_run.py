@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sesmail import names
-from sesmail.retry_processor import DELIVERED, FAILED
+from sesmail.retry_processor import DELIVERED, FAILED, RECONCILED
 
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
@@ -46,6 +46,8 @@ class Outcome:
     cause: str | None = None
     delivered: int | None = None
     failed: int | None = None
+    #: What the first execution's reconcile delivered from the bucket (successors only drain).
+    reconciled: int | None = None
     #: Why a run that succeeded left mail queued (``names.RETRY_STOPPED_RATE_LIMITED``), if it did.
     stopped_by: str | None = None
 
@@ -269,9 +271,9 @@ def find_successor(sfn: Any, execution: dict[str, Any]) -> str | None:
 
 
 def _add_totals(totals: dict[str, int], output: str | None) -> None:
-    """Sum the processor's ``{"delivered": n, "failed": m}`` output (absent from stand-in definitions)."""
+    """Sum the processor's ``{"delivered": n, "failed": m, "reconciled": r}`` output (absent from stand-ins)."""
     reported = _json_object(output)
-    for key in (DELIVERED, FAILED):
+    for key in (DELIVERED, FAILED, RECONCILED):
         if isinstance(reported.get(key), int):
             totals[key] = totals.get(key, 0) + int(reported[key])
 
@@ -294,3 +296,12 @@ def progress_line(status: str, left: int | None, initial_depth: int | None) -> s
         return f"  {status}: retry queue not found, showing the execution status only"
     delivered = max(0, (initial_depth or 0) - left)
     return f"  {status}: {left} message(s) left in the retry queue, {delivered} delivered so far"
+
+
+def finished_sentence(outcome: Outcome) -> str:
+    """``the retry processor finished: 2 delivered from the bucket, 5 from the retry queue, 0 moved to
+    the retry DLQ.`` (the parts the processor reported)."""
+    parts = [] if outcome.reconciled is None else [f"{outcome.reconciled} delivered from the bucket"]
+    if outcome.delivered is not None:
+        parts.append(f"{outcome.delivered} from the retry queue, {outcome.failed or 0} moved to the retry DLQ")
+    return f"the retry processor finished{': ' + ', '.join(parts) if parts else ''}."

@@ -27,6 +27,13 @@ by a Gmail outage, a quota or a renewal made by hand is delivered without anyone
 command. That step reads the OAuth parameters (minting is the only proof that a token works, as
 in the refresh CLI), never fails the run, and logs one ``retry.autostart*`` line per mailbox
 (field ``mailbox``) with its decision; one mailbox that cannot be decided never stops another.
+
+Once a day a second rule invokes the monitor with ``{"action": "daily-reconcile", "time": ...}``
+(DESIGN.md, "Reconcile: S3 is the source of truth"): a full run, hours included, whose autostart
+does not skip an empty queue. Every mailbox whose token mints and that no execution drains (and
+none failed within the backoff) gets one execution named ``daily-reconcile[-{mailbox}]-YYYYMMDD``
+with trigger ``daily-reconcile``; it reconciles first, so mail the bucket holds but no queue does
+is delivered, then drains whatever waits in the queue.
 """
 
 from __future__ import annotations
@@ -200,6 +207,8 @@ TOKEN_DEAD = "token-dead"
 OAUTH_CLIENT_REFUSED = "oauth-client-refused"
 #: Why an execution was started (``reason`` of a ``retry.autostart`` line).
 MAIL_PARKED = "mail-parked"
+#: The daily run started it, queue empty or not: it reconciles the mailbox, then drains its queue.
+DAILY_RECONCILE = "daily-reconcile"
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,25 @@ def execution_name(at: datetime, mailbox: str = names.DEFAULT_MAILBOX) -> str:
     return f"{prefix}-{start.strftime('%Y%m%dT%H%MZ')}"
 
 
+def daily_execution_name(at: datetime, mailbox: str = names.DEFAULT_MAILBOX) -> str:
+    """``daily-reconcile-20261124``: the UTC day of ``at`` (the daily event's scheduled time).
+
+    ``daily-reconcile-{mailbox}-20261124`` for a mailbox other than ``default`` (at most
+    15 + 21 + 9 = 45 of the 80 characters allowed). One name a day and mailbox: an EventBridge
+    retry or a second delivery of the day's event cannot start a second execution
+    (:func:`execution_name` says how).
+    """
+    prefix = names.RETRY_TRIGGER_DAILY_RECONCILE
+    if mailbox != names.DEFAULT_MAILBOX:
+        prefix = f"{prefix}-{names.check_mailbox(mailbox)}"
+    return f"{prefix}-{at.astimezone(UTC).strftime('%Y%m%d')}"
+
+
+def is_daily_reconcile(event: Any) -> bool:
+    """Whether the event is the daily rule's ``{"action": "daily-reconcile", "time": ...}``."""
+    return isinstance(event, dict) and event.get("action") == names.RETRY_TRIGGER_DAILY_RECONCILE
+
+
 def scheduled_time(event: Any) -> datetime | None:
     """EventBridge's ``time`` of a scheduled event: the same in every delivery and retry of it."""
     value = event.get("time") if isinstance(event, dict) else None
@@ -291,9 +319,13 @@ def autostart_retry(
     *,
     at: datetime | None = None,
     mailboxes: Sequence[str] | None = None,
+    daily: bool = False,
 ) -> dict[str, AutostartOutcome]:
     """For each mailbox, start the retry processor when its mail waits, nothing drains it and its
     token mints. Never raises; returns each mailbox's outcome, in order.
+
+    ``daily`` (the daily reconcile): an empty queue is no reason to skip, and the execution is
+    the day's (:func:`daily_execution_name`, trigger ``daily-reconcile``): it reconciles first.
 
     ``mailboxes`` defaults to ``autostart``'s (those it has a retry queue URL for). A dead or
     unconfigured token starts nothing and is only logged at INFO: the token alarms and the
@@ -319,7 +351,7 @@ def autostart_retry(
             )
         else:
             try:
-                outcome = _decide(autostart, mailbox, when, mailbox_of)
+                outcome = _decide(autostart, mailbox, when, mailbox_of, daily=daily)
             except Exception as exc:
                 error = classify(exc)
                 outcome = AutostartOutcome(FAILED, error.reason, failure_class=error.failure_class.value)
@@ -345,7 +377,9 @@ def _mailbox_of(autostart: RetryAutostart, known: dict[str, str]) -> MailboxOf:
     return lambda _execution_arn: names.DEFAULT_MAILBOX
 
 
-def _decide(autostart: RetryAutostart, mailbox: str, at: datetime, mailbox_of: MailboxOf) -> AutostartOutcome:
+def _decide(
+    autostart: RetryAutostart, mailbox: str, at: datetime, mailbox_of: MailboxOf, *, daily: bool = False
+) -> AutostartOutcome:
     """Cheapest check first: most runs find an empty queue and read no secret at all.
 
     Only *visible* messages count. Messages in flight were received by a running execution (which
@@ -353,9 +387,11 @@ def _decide(autostart: RetryAutostart, mailbox: str, at: datetime, mailbox_of: M
     queue's visibility timeout, which equals the schedule's period, so the next run sees them.
     The running check comes before minting so that a long drain costs no token request a run.
     Executions are listed (and, with several mailboxes, described) only while mail waits.
+
+    ``daily``: the same checks but the first; the queue is still read, for the log line.
     """
     waiting = visible_messages(autostart.sqs, autostart.queue_urls[mailbox])
-    if waiting == 0:
+    if waiting == 0 and not daily:
         return AutostartOutcome(SKIPPED, QUEUE_EMPTY, waiting)
     machine = autostart.state_machine_arn
     running = running_execution(autostart.sfn, machine, mailbox, mailbox_of=mailbox_of)
@@ -368,16 +404,17 @@ def _decide(autostart: RetryAutostart, mailbox: str, at: datetime, mailbox_of: M
     unusable = _token_unusable(lambda: autostart.prove_token(mailbox))
     if unusable is not None:
         return AutostartOutcome(SKIPPED, _skip_reason(unusable), waiting, detail=unusable.reason)
-    name = execution_name(at, mailbox)
+    if daily:
+        name, trigger, reason = daily_execution_name(at, mailbox), names.RETRY_TRIGGER_DAILY_RECONCILE, DAILY_RECONCILE
+    else:
+        name, trigger, reason = execution_name(at, mailbox), names.RETRY_TRIGGER_TOKEN_MONITOR, MAIL_PARKED
     try:
-        arn = start_retry_processor(
-            autostart.sfn, machine, trigger=names.RETRY_TRIGGER_TOKEN_MONITOR, name=name, mailbox=mailbox
-        )
+        arn = start_retry_processor(autostart.sfn, machine, trigger=trigger, name=name, mailbox=mailbox)
     except Exception as exc:
         if _error_code(exc) != "ExecutionAlreadyExists":
             raise
         return AutostartOutcome(SKIPPED, ALREADY_STARTED, waiting, detail=name)
-    return AutostartOutcome(STARTED, MAIL_PARKED, waiting, arn)
+    return AutostartOutcome(STARTED, reason, waiting, arn)
 
 
 def _token_unusable(prove: Callable[[], object]) -> SesMailError | None:
@@ -416,7 +453,12 @@ def _log_outcome(outcome: AutostartOutcome, mailbox: str) -> None:
         "waiting": outcome.waiting,
         "executionArn": outcome.execution_arn,
     }
-    if outcome.action == STARTED:
+    if outcome.action == STARTED and outcome.reason == DAILY_RECONCILE:
+        log.info(
+            f"started the daily reconcile of mailbox {mailbox} ({outcome.waiting} message(s) in its retry queue)",
+            extra={"event": names.EVENT_RETRY_AUTOSTART, **fields, "trigger": names.RETRY_TRIGGER_DAILY_RECONCILE},
+        )
+    elif outcome.action == STARTED:
         log.info(
             f"started the retry processor for {outcome.waiting} parked message(s) of mailbox {mailbox}",
             extra={"event": names.EVENT_RETRY_AUTOSTART, **fields, "trigger": names.RETRY_TRIGGER_TOKEN_MONITOR},
@@ -442,8 +484,12 @@ def monitor(
     mailboxes: Sequence[str] | None = None,
     now: datetime | None = None,
     scheduled_at: datetime | None = None,
+    daily: bool = False,
 ) -> dict[str, Any]:
     """One scheduled run: publish every mailbox's hours, then start the retry processor where mail can go.
+
+    ``daily``: the daily reconcile's run; every mailbox whose token works gets the day's execution,
+    an empty queue included (:func:`autostart_retry`).
 
     ``mailboxes`` defaults to ``autostart``'s, else ``default`` alone. Neither step stops the
     other: the autostart never raises, and it still runs when publishing failed (that failure
@@ -457,7 +503,7 @@ def monitor(
     try:
         statuses = run(ssm, cloudwatch, env, now, mailboxes=served)
     finally:
-        outcomes = autostart_retry(autostart, env, at=scheduled_at or now, mailboxes=served)
+        outcomes = autostart_retry(autostart, env, at=scheduled_at or now, mailboxes=served, daily=daily)
     results = {mailbox: {**statuses[mailbox].as_dict(), "retry": outcomes[mailbox].as_dict()} for mailbox in served}
     primary = names.DEFAULT_MAILBOX if names.DEFAULT_MAILBOX in results else served[0]
     return {**results[primary], "mailboxes": results}

@@ -5,7 +5,8 @@ interpreter's retry sleeps recorded instead of slept.
 
 The state machine serves three mailboxes (``default``, ``alice``, ``bob``), each with its own retry
 queue and DLQ; ``retry_queue_url``/``retry_dlq_url`` are ``default``'s, what an execution without a
-``mailbox`` drains. Every forwarder invocation's payload is recorded in ``invocations``.
+``mailbox`` drains. Every forwarder invocation's payload is recorded: a delivery's in ``invocations``,
+the reconcile each execution starts with in ``reconciles`` (always the real forwarder, stub or not).
 
 Its ``drain`` fixture is registered by ``tests/conftest.py``; modules import ``DrainWorld`` for types.
 """
@@ -46,8 +47,10 @@ class DrainWorld(World):
     interpreter_sleeps: list[float]
     #: Mailbox -> its retry queue and DLQ (``default``'s are ``retry_queue_url``/``retry_dlq_url``).
     queues: dict[str, MailboxQueues]
-    #: Every forwarder invocation's payload, in the order the interpreter made them.
+    #: Every forwarder invocation's payload for a message, in the order the interpreter made them.
     invocations: list[dict[str, Any]]
+    #: The reconcile invocations each execution starts with (answered by the real forwarder).
+    reconciles: list[dict[str, Any]]
     #: When set, answers invocations instead of the real forwarder (payload -> answer; what it raises
     #: is reported as the Lambda runtime reports an unhandled exception).
     stub_forwarder: Callable[[dict[str, Any]], dict[str, Any]] | None = None
@@ -119,10 +122,11 @@ def _route_invocations_to_the_forwarder(world: DrainWorld, monkeypatch: pytest.M
         backend: LambdaSimpleBackend, name: str, qualifier: str | None, body: str, headers: Any, response_headers: Any
     ) -> bytes:
         payload = json.loads(body or "{}")
+        reconcile = payload.get("source") == names.RECONCILE_SOURCE
         with record:
-            world.invocations.append(payload)
+            (world.reconciles if reconcile else world.invocations).append(payload)
         try:
-            if world.stub_forwarder is not None:
+            if world.stub_forwarder is not None and not reconcile:
                 result = world.stub_forwarder(payload)
             else:
                 forwarder = getattr(containers, "forwarder", None)
@@ -175,6 +179,7 @@ def drain(google: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drain
                 sqs.create_queue(QueueName=names.retry_dlq(ENV, mailbox))["QueueUrl"],
             )
         world.invocations = []
+        world.reconciles = []
         world.interpreter_sleeps = []
         # The interpreter logs every unmatched IsPresent probe at ERROR level: noise here.
         monkeypatch.setattr(logging.getLogger("moto.stepfunctions.parser"), "level", logging.CRITICAL)

@@ -201,7 +201,9 @@ def test_claim_completion_failure_after_import_still_counts_as_delivered_and_is_
     world: World, queue: InboundQueue, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The claim is created (PutObject #1), the import succeeds, and completing the claim fails
-    every time: retried in-process (1 s, 2 s), then logged, and the record still acknowledged."""
+    every time: retried in-process (1 s, 2 s), then logged, and the record still acknowledged.
+    The ``delivered`` marker is still attempted (PutObject #5): it is what keeps a reconcile from
+    importing again once the claim's lease has run out."""
     world.install_token()
     forwarder = world.cold_start()
     fault = inject_aws_fault(forwarder._clients.s3, "PutObject", "InternalError", skip=1)
@@ -211,9 +213,11 @@ def test_claim_completion_failure_after_import_still_counts_as_delivered_and_is_
 
     assert queue.depth() == 0  # acknowledged: the mail is in Gmail
     assert len(world.google.messages) == 1
-    assert fault.raised == names.INPROCESS_MAX_ATTEMPTS and world.sleeps == [1.0, 2.0]
+    assert fault.raised == names.INPROCESS_MAX_ATTEMPTS + 1 and world.sleeps == [1.0, 2.0]
     _nothing_parked_or_dead(world)
     out = capsys.readouterr().out
+    [unmarked] = [e for e in _log_events(out) if e.get("event") == "delivery.mark_failed"]
+    assert unmarked["marker"] == names.CLAIM_MARKER_DELIVERED
     [failed] = [e for e in _log_events(out) if e.get("event") == "delivery.record_failed"]
     assert "PutObject failed: InternalError" in failed["reason"]
     assert failed["messageId"] == "m1"
@@ -322,7 +326,7 @@ def test_put_metric_data_failing_does_not_fail_the_retry_processor(
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 3, "failed": 0, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 3, "failed": 0, "batches": 1, "reconciled": 0}
     # Retried with the backoff (30, 60, 120 s, recorded not slept), then given up on.
     assert drain.interpreter_sleeps == [30, 60, 120]
     assert len(refused) == 1 + names.RETRY_MAX_ATTEMPTS

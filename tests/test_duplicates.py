@@ -122,7 +122,7 @@ def test_parked_twice_drained_in_separate_runs_imports_once(drain: DrainWorld) -
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 1, "failed": 0, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 1, "failed": 0, "batches": 1, "reconciled": 0}
     assert [m.raw for m in drain.google.messages] == [raw_message("m1")]
     assert drain.queue_depth(drain.retry_queue_url) == 0
 
@@ -285,7 +285,7 @@ def test_two_copies_in_one_retry_batch_import_once(
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 2, "failed": 0, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 2, "failed": 0, "batches": 1, "reconciled": 0}
     assert [m.raw for m in drain.google.messages] == [raw_message("m1")]
     assert drain.google.import_requests == 1
     assert "is being imported now" in capsys.readouterr().out  # the copies did race for the claim

@@ -459,7 +459,7 @@ def test_state_machine_moves_hostile_retry_messages_to_the_retry_dlq(drain: Drai
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 3, "failed": len(hostile), "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 3, "failed": len(hostile), "batches": 1, "reconciled": 0}
     assert sorted(m.raw or b"" for m in drain.google.messages) == sorted(raw_message(f"m{i}") for i in range(3))
     dead = drain.drain(drain.retry_dlq_url)
     assert sorted(m["Body"] for m in dead) == sorted(hostile)

@@ -31,7 +31,7 @@ def test_drains_more_than_three_batches_exactly_once(drain: DrainWorld) -> None:
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 35, "failed": 0, "batches": 4}
+    assert json.loads(result["output"]) == {"delivered": 35, "failed": 0, "batches": 4, "reconciled": 0}
     imported = sorted(m.raw for m in drain.google.messages)
     assert imported == sorted(raw_message(f"m{i:02d}") for i in range(35))
     assert drain.queue_depth(drain.retry_queue_url) == 0
@@ -126,7 +126,7 @@ def test_already_delivered_messages_are_deleted_without_a_second_import(drain: D
 def test_empty_queue_succeeds_at_once(drain: DrainWorld) -> None:
     result = drain.run()
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 0, "failed": 0, "batches": 0}
+    assert json.loads(result["output"]) == {"delivered": 0, "failed": 0, "batches": 0, "reconciled": 0}
     assert drain.google.import_requests == 0
 
 
@@ -175,7 +175,7 @@ def test_long_backlogs_hand_over_to_a_fresh_execution_of_the_same_mailbox(
     first = drain.run({} if mailbox is None else {"mailbox": mailbox})
 
     assert first["status"] == "SUCCEEDED", (first.get("error"), first.get("cause"))
-    assert json.loads(first["output"]) == {"delivered": 20, "failed": 0, "batches": 2}
+    assert json.loads(first["output"]) == {"delivered": 20, "failed": 0, "batches": 2, "reconciled": 0}
     [successor] = [
         e
         for e in sfn.list_executions(stateMachineArn=drain.state_machine_arn)["executions"]
@@ -184,7 +184,7 @@ def test_long_backlogs_hand_over_to_a_fresh_execution_of_the_same_mailbox(
     second = drain.wait(successor["executionArn"])
     assert second["status"] == "SUCCEEDED", second
     assert json.loads(second["input"]) == {"continuedFrom": first["executionArn"], "mailbox": expected}
-    assert json.loads(second["output"]) == {"delivered": 5, "failed": 0, "batches": 1}
+    assert json.loads(second["output"]) == {"delivered": 5, "failed": 0, "batches": 1, "reconciled": 0}
     assert len(drain.invocations) == 25
     assert {p["mailbox"] for p in drain.invocations} == {expected}
     if mailbox is None:
@@ -202,7 +202,7 @@ def test_a_batch_with_nothing_delivered_counts_zero_without_a_guard(drain: Drain
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 0, "failed": 3, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 0, "failed": 3, "batches": 1, "reconciled": 0}
     assert len(drain.drain(drain.retry_dlq_url)) == 3
 
 
@@ -215,7 +215,7 @@ def test_a_parked_ses_setup_notification_is_deleted_and_counted_nowhere(drain: D
     result = drain.run()
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 1, "failed": 0, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 1, "failed": 0, "batches": 1, "reconciled": 0}
     assert [m.raw for m in drain.google.messages] == [raw_message("m1")]
     assert drain.queue_depth(drain.retry_queue_url) == drain.queue_depth(drain.retry_dlq_url) == 0
 
@@ -285,7 +285,7 @@ def test_an_execution_for_a_mailbox_drains_only_that_mailboxs_queue(drain: Drain
     result = drain.run({"mailbox": "alice"})
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 12, "failed": 0, "batches": 2}
+    assert json.loads(result["output"]) == {"delivered": 12, "failed": 0, "batches": 2, "reconciled": 0}
     assert sorted(_message_id(p) for p in drain.invocations) == [f"alice-{i:02d}" for i in range(12)]
     assert all(p["source"] == names.RETRY_PROCESSOR_SOURCE for p in drain.invocations)
     assert {p["mailbox"] for p in drain.invocations} == {"alice"}
@@ -307,7 +307,7 @@ def test_a_failure_goes_to_the_dlq_of_the_mailbox_it_came_from(drain: DrainWorld
     result = drain.run({"mailbox": "bob"})
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 1, "failed": 1, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 1, "failed": 1, "batches": 1, "reconciled": 0}
     [dead] = drain.drain(drain.queues["bob"].dlq_url)
     assert json.loads(dead["Body"])["mail"]["messageId"] == "poison"
     assert dead["MessageAttributes"]["error_type"]["StringValue"] == "PermanentError"
@@ -328,7 +328,7 @@ def test_an_input_without_a_mailbox_drains_the_default_queue(
     result = drain.run(execution_input)
 
     assert result["status"] == "SUCCEEDED", result
-    assert json.loads(result["output"]) == {"delivered": 2, "failed": 0, "batches": 1}
+    assert json.loads(result["output"]) == {"delivered": 2, "failed": 0, "batches": 1, "reconciled": 0}
     assert sorted(m.raw for m in drain.google.messages) == sorted(raw_message(m) for m in ("m1", "m2"))
     assert {p["mailbox"] for p in drain.invocations} == {names.DEFAULT_MAILBOX}
     assert drain.queue_depth(drain.retry_queue_url) == 0
@@ -375,7 +375,7 @@ def test_executions_for_two_mailboxes_run_side_by_side(drain: DrainWorld) -> Non
 
     for result in results:
         assert result["status"] == "SUCCEEDED", result
-        assert json.loads(result["output"]) == {"delivered": 15, "failed": 0, "batches": 2}
+        assert json.loads(result["output"]) == {"delivered": 15, "failed": 0, "batches": 2, "reconciled": 0}
     assert overlapped and all(overlapped)
     assert sorted(_message_id(p) for p in drain.invocations if p["mailbox"] == "alice") == [
         f"alice-{i:02d}" for i in range(15)

@@ -97,7 +97,8 @@ def alarm_specs(
     retry_dlqs = [spec for m in mailboxes for spec in per_mailbox[m][5:6]]
     refused = [spec for m in mailboxes for spec in per_mailbox[m][6:]]
     canaries: list[AlarmSpec[V]] = [_canary_alarm(env, m) for m in mailboxes] if canary else []
-    # shared: monitor errors, monitor function errors, inbound DLQ, forwarder errors, processor failed/timed out
+    # shared: monitor errors, monitor function errors, inbound DLQ, forwarder errors, processor failed/timed out,
+    # undelivered mail found
     return [*token, *shared[:2], *queues, shared[2], *retry_dlqs, shared[3], *refused, *shared[4:], *canaries]
 
 
@@ -339,5 +340,18 @@ def _shared_alarms(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             f"A retry processor execution of {env} timed out; undelivered mail stays in the retry queue. First "
             "step: open the execution in the Step Functions console to see the stuck state, then start the retry "
             "processor again.",
+        ),
+        _count(
+            "undelivered-mail-found",
+            names.undelivered_found_alarm(env),
+            namespace,
+            names.METRIC_UNDELIVERED_FOUND,
+            {},
+            names.ERROR_COUNT_ALARM_THRESHOLD,
+            f"A reconcile of {env} found stored mail older than a day that the inbound path never delivered nor "
+            "parked, and delivered it (or handed it to the retry queue): something upstream lost it (the SNS to "
+            "SQS subscription, the inbound queue, the forwarder). First step: run the saved query "
+            f"{story} for a message of the reconcile.done event's time, and check the inbound topic's "
+            "subscription (README, undelivered mail found).",
         ),
     ]

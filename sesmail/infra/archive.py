@@ -36,13 +36,20 @@ NEVER_SHIPPED = (
     # the demo command (``python -m sesmail.demo``) runs that world on an operator's machine.
     PurePosixPath("sesmail/local"),
     PurePosixPath("sesmail/demo"),
-    *(PurePosixPath(f"sesmail/{module}.py") for module in ("refresh", "refresh_args", "refresh_errors", "oauth_flow")),
+    *(
+        PurePosixPath(f"sesmail/{module}.py")
+        for module in ("refresh", "refresh_args", "refresh_errors", "reconcile_cli", "oauth_flow")
+    ),
 )
-#: Only in the renewal page's archive: the mail path's functions never serve a web page, so they
-#: neither carry nor cold-start its 27 KiB (zipped).
+#: Only in the renewal page's archive: the mail path's functions never serve a web page, nor
+#: store a token or write an audit record (the page and the CLI do), so they neither carry nor
+#: cold-start these modules.
 RENEWAL_ONLY = (
     PurePosixPath("sesmail/renewal"),
     PurePosixPath("sesmail/pages.py"),
+    PurePosixPath("sesmail/token_store.py"),
+    PurePosixPath("sesmail/audit.py"),
+    PurePosixPath("sesmail/identity.py"),
     PurePosixPath("handlers/renewal.py"),
 )
 

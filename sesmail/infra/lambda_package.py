@@ -150,8 +150,13 @@ def on_schedule(
     description: str,
     parent: pulumi.Resource,
     tags: Mapping[str, str],
+    input_transformer: aws.cloudwatch.EventTargetInputTransformerArgs | None = None,
 ) -> Schedule:
-    """Run ``function`` on ``expression``; only this rule may invoke it (``source_arn``), no other rule."""
+    """Run ``function`` on ``expression``; only this rule may invoke it (``source_arn``), no other rule.
+
+    ``input_transformer``: what the function receives instead of EventBridge's scheduled event
+    (its template's string placeholders quoted, ``"<time>"``, to stay valid JSON).
+    """
     child = pulumi.ResourceOptions(parent=parent)
     rule = aws.cloudwatch.EventRule(
         f"{name}-schedule",
@@ -173,6 +178,7 @@ def on_schedule(
         f"{name}-target",
         rule=rule.name,
         arn=function.arn,
+        input_transformer=input_transformer,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[permission]),
     )
     return Schedule(rule, permission, target)

@@ -285,12 +285,13 @@ def forwarder_policy(
             "Resource": object_arn(bucket_arn, names.CLAIMS_PREFIX),
         },
         {
-            # Lets S3 answer 404 NoSuchKey instead of 403 AccessDenied for a missing object, so
-            # the classifier sees a permanent error rather than a retriable permission problem.
+            # The reconcile lists inbound/ and claims/ (two LIST sweeps, no GET per message). It
+            # also lets S3 answer 404 NoSuchKey instead of 403 AccessDenied for a missing object,
+            # so the classifier sees a permanent error rather than a retriable permission problem.
             # It reveals key names (message ids) of this one bucket, never object contents. No
             # s3:prefix condition: S3's 404-or-403 decision for GetObject is not a list request
             # and carries no prefix, so a conditioned grant would not take effect there.
-            "Sid": "TellMissingMailFromDeniedMail",
+            "Sid": "ListMailAndClaims",
             "Effect": "Allow",
             "Action": "s3:ListBucket",
             "Resource": bucket_arn,

@@ -1,4 +1,4 @@
-"""The token monitor Lambda, its least-privilege role, log group and 15-minute schedule."""
+"""The token monitor Lambda, its least-privilege role, log group, 15-minute schedule and daily reconcile rule."""
 
 from __future__ import annotations
 
@@ -21,10 +21,19 @@ from sesmail.retry_run import inputs_tell_mailboxes_apart
 
 #: A stack without ``ses-mail:mailboxes``: the one mailbox ``default`` (the table is immutable).
 NO_MAILBOXES_CONFIGURED = MailboxTable.single()
+#: What the daily rule's target passes the function: the action and EventBridge's scheduled
+#: ``time`` (the same in every delivery of the event, so the day's execution names repeat). The
+#: placeholder is quoted: it stands for a string, and the template must stay valid JSON.
+DAILY_RECONCILE_INPUT_PATHS = {"time": "$.time"}
+DAILY_RECONCILE_INPUT_TEMPLATE = json.dumps({"action": names.RETRY_TRIGGER_DAILY_RECONCILE, "time": "<time>"})
 
 
 class TokenMonitor(pulumi.ComponentResource):
-    """``names.token_monitor_function(env)``, run by EventBridge every 15 minutes.
+    """``names.token_monitor_function(env)``, run by EventBridge every 15 minutes, and once a day
+    (``names.RECONCILE_DAILY_SCHEDULE``, rule ``names.daily_reconcile_rule(env)``) with
+    ``{"action": "daily-reconcile", "time": ...}``: then it starts a retry-processor execution, which
+    reconciles first, for every mailbox whose token works, even with an empty retry queue (DESIGN.md,
+    "Reconcile: S3 is the source of truth"). Each rule has its own invoke permission.
 
     Same package as the forwarder (``lambda_package.lambda_archive``), its own handler. It reads
     every mailbox's expiry parameter and writes metrics of ``SESMail/{env}`` only; to start the
@@ -46,6 +55,9 @@ class TokenMonitor(pulumi.ComponentResource):
     schedule: aws.cloudwatch.EventRule
     target: aws.cloudwatch.EventTarget
     permission: aws.lambda_.Permission
+    daily_schedule: aws.cloudwatch.EventRule
+    daily_target: aws.cloudwatch.EventTarget
+    daily_permission: aws.lambda_.Permission
 
     def __init__(
         self,
@@ -126,4 +138,23 @@ class TokenMonitor(pulumi.ComponentResource):
             parent=self,
             tags=tags,
         )
-        self.register_outputs({"functionName": self.function.name, "scheduleRule": self.schedule.name})
+        self.daily_schedule, self.daily_permission, self.daily_target = on_schedule(
+            f"{name}-daily-reconcile",
+            self.function,
+            rule_name=names.daily_reconcile_rule(env),
+            expression=names.RECONCILE_DAILY_SCHEDULE,
+            description=f"ses-mail {env}: start the daily reconcile of every mailbox through the token monitor",
+            parent=self,
+            tags=tags,
+            input_transformer=aws.cloudwatch.EventTargetInputTransformerArgs(
+                input_paths=DAILY_RECONCILE_INPUT_PATHS,
+                input_template=DAILY_RECONCILE_INPUT_TEMPLATE,
+            ),
+        )
+        self.register_outputs(
+            {
+                "functionName": self.function.name,
+                "scheduleRule": self.schedule.name,
+                "dailyReconcileRule": self.daily_schedule.name,
+            }
+        )

@@ -113,7 +113,7 @@ def test_a_family_week(system: System, capfd: pytest.CaptureFixture[str]) -> Non
     google.consent_account = ALICE
     renewed = system.refresh("--mailbox", "alice", "--wait")
     assert renewed.returncode == 0, renewed.stderr
-    assert "6 delivered, 0 moved to the retry DLQ" in renewed.stdout
+    assert "6 from the retry queue, 0 moved to the retry DLQ" in renewed.stdout
     [execution] = system.executions()
     assert json.loads(execution["input"])[names.RETRY_MAILBOX_KEY] == "alice"
     assert execution["status"] == "SUCCEEDED"

@@ -53,7 +53,7 @@ def test_faults_lose_nothing_and_double_nothing(system: System, capfd: pytest.Ca
 
     renewal = system.refresh("--client-secret", str(system.client_secret_file), "--wait")
     assert renewal.returncode == 0, renewal.stderr
-    assert f"{WAITING - 1} delivered, 1 moved to the retry DLQ" in renewal.stdout
+    assert f"{WAITING - 1} from the retry queue, 1 moved to the retry DLQ" in renewal.stdout
     assert google.bursts_started == [4, 8]
     # Five 429s in a row outlast any invocation's in-process attempts, so Step Functions retried too.
     assert names.RETRY_INITIAL_BACKOFF_SECONDS in system.interpreter_sleeps

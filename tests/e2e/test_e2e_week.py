@@ -136,10 +136,10 @@ def test_a_week_in_the_life(system: System, capfd: pytest.CaptureFixture[str]) -
     since = system.fresh_metric_window()
     second = system.refresh("--wait")
     assert second.returncode == 0, second.stderr
-    assert "30 delivered, 0 moved to the retry DLQ" in second.stdout
+    assert "0 delivered from the bucket, 30 from the retry queue, 0 moved to the retry DLQ" in second.stdout
     [execution] = system.executions()
     assert execution["status"] == "SUCCEEDED"
-    assert json.loads(execution["output"]) == {"delivered": 30, "failed": 0, "batches": 3}
+    assert json.loads(execution["output"]) == {"delivered": 30, "failed": 0, "batches": 3, "reconciled": 0}
     assert system.metric_sum(names.METRIC_RETRY_DELIVERED) == 30
     assert system.metric_sum(names.METRIC_RETRY_COMPLETED) == 1
     assert system.interpreter_sleeps == [], "no Step Functions retry was needed"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
+import sesmail.reconcile
 from sesmail import canary, names, token_metrics, token_monitor
 from sesmail.infra import log_queries, policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
@@ -181,6 +183,10 @@ def expected_alarms() -> dict[str, dict[str, Any]]:
             GE,
             "notBreaching",
         ),
+        # Published by a reconcile that found lost mail; nothing published is healthy.
+        names.undelivered_found_alarm(ENV): alarm(
+            NAMESPACE, "UndeliveredMailFound", None, "Sum", five, 1, GE, "notBreaching"
+        ),
         # 26 periods of an hour, all without a canary: missing data is what a broken path produces.
         names.canary_alarm(ENV): {
             **alarm(NAMESPACE, "CanaryDelivered", DEFAULT, "Sum", hour, 1, LT, "breaching"),
@@ -328,10 +334,11 @@ def test_schedule_runs_the_monitor_every_15_minutes(example_run: ProgramRun) -> 
         if t.inputs["rule"] == rule.inputs["name"]
     ]
     assert target.inputs["arn"] == function.state["arn"]
+    assert "inputTransformer" not in target.inputs and "input" not in target.inputs  # EventBridge's own event
     (permission,) = [
         p
         for p in example_run.of_type("aws:lambda/permission:Permission")
-        if p.inputs["function"] == names.token_monitor_function(ENV)
+        if p.inputs["function"] == names.token_monitor_function(ENV) and p.inputs["sourceArn"] == rule.state["arn"]
     ]
     assert permission.inputs == {
         "action": "lambda:InvokeFunction",
@@ -340,6 +347,56 @@ def test_schedule_runs_the_monitor_every_15_minutes(example_run: ProgramRun) -> 
         "sourceArn": rule.state["arn"],
     }
     assert target.depends_on(permission)
+
+
+def test_a_daily_rule_runs_the_monitor_as_the_daily_reconcile(example_run: ProgramRun) -> None:
+    """DESIGN.md, "Reconcile: S3 is the source of truth": once a day, with ``{"action": "daily-reconcile"}``."""
+    rule = example_run.one("aws:cloudwatch/eventRule:EventRule", name=names.daily_reconcile_rule(ENV))
+    assert rule.inputs["scheduleExpression"] == names.RECONCILE_DAILY_SCHEDULE == "cron(0 4 * * ? *)"
+    assert "eventPattern" not in rule.inputs
+    function = monitor_function(example_run)
+    (target,) = [
+        t
+        for t in example_run.of_type("aws:cloudwatch/eventTarget:EventTarget")
+        if t.inputs["rule"] == rule.inputs["name"]
+    ]
+    assert target.inputs["arn"] == function.state["arn"]
+    transformer = target.inputs["inputTransformer"]
+    assert transformer == {
+        "inputPaths": {"time": "$.time"},
+        "inputTemplate": '{"action": "daily-reconcile", "time": "<time>"}',
+    }
+    # What EventBridge hands the function: the template with the scheduled event's time put in
+    # (a string placeholder stands between quotes, so the result is JSON), which the handler reads
+    # as the daily reconcile of that day.
+    delivered = json.loads(transformer["inputTemplate"].replace("<time>", "2026-11-24T04:00:00Z"))
+    assert delivered == {"action": names.RETRY_TRIGGER_DAILY_RECONCILE, "time": "2026-11-24T04:00:00Z"}
+    assert token_monitor.is_daily_reconcile(delivered)
+    assert token_monitor.scheduled_time(delivered) == datetime(2026, 11, 24, 4, tzinfo=UTC)
+    assert token_monitor.daily_execution_name(datetime(2026, 11, 24, 4, tzinfo=UTC)) == "daily-reconcile-20261124"
+    # Only this rule may invoke the function with it; the 15-minute rule keeps its own permission.
+    (permission,) = [
+        p
+        for p in example_run.of_type("aws:lambda/permission:Permission")
+        if p.inputs.get("sourceArn") == rule.state["arn"]
+    ]
+    assert permission.inputs == {
+        "action": "lambda:InvokeFunction",
+        "function": names.token_monitor_function(ENV),
+        "principal": "events.amazonaws.com",
+        "sourceArn": rule.state["arn"],
+    }
+    assert target.depends_on(permission)
+    monitors = [
+        p
+        for p in example_run.of_type("aws:lambda/permission:Permission")
+        if p.inputs["function"] == names.token_monitor_function(ENV)
+    ]
+    schedule = example_run.one("aws:cloudwatch/eventRule:EventRule", name=names.token_monitor_schedule_rule(ENV))
+    assert sorted(p.inputs["sourceArn"] for p in monitors) == sorted([rule.state["arn"], schedule.state["arn"]])
+    # All children of the TokenMonitor component, like the rest of it.
+    (component,) = [r for r in example_run if r.type == "sesmail:infra:TokenMonitor"]
+    assert {rule.parent, target.parent, permission.parent} == {component.urn} == {function.parent}
 
 
 @pytest.fixture(scope="module")
@@ -480,10 +537,25 @@ def run_forwarder(world: World, capsys: pytest.CaptureFixture[str]) -> list[dict
     note["receipt"]["recipients"] = [address]
     note["mail"]["timestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     world.handle(world.sqs_event(note))
+    # Mail the inbound path never saw (its notification was lost), two days later: a reconcile finds it.
+    world.store_mail("m-lost")
+    with patch.object(sesmail.reconcile, "datetime", days_ahead(2)):
+        world.handle({"source": names.RECONCILE_SOURCE, "mailbox": names.DEFAULT_MAILBOX})
     world.google.revoke(token)
     world.google.expire_access_tokens()
     world.handle(world.sqs_event(world.store_mail("m-parked")))
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def days_ahead(days: int) -> type[datetime]:
+    """A ``datetime`` whose ``now()`` is ``days`` ahead: stored mail looks that old to a reconcile."""
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Later:
+            return cls.fromtimestamp((datetime.now(UTC) + timedelta(days=days)).timestamp(), tz)
+
+    return Later
 
 
 def emf_metrics(lines: list[dict[str, Any]]) -> set[MetricKey]:
@@ -517,6 +589,7 @@ def published(example_run: ProgramRun, forwarder_lines: list[dict[str, Any]]) ->
         names.METRIC_MAILBOX_REFUSED,
         names.METRIC_TOKEN_HOURS,
         names.METRIC_CANARY_DELIVERED,
+        names.METRIC_UNDELIVERED_FOUND,
     }
     return custom
 

@@ -228,7 +228,7 @@ def test_wait_follows_the_execution_and_shows_progress(deployed: Cloud, cli: Cli
 
     assert "0 message(s) left in the retry queue, 3 delivered so far" in last
     assert result.returncode == 0, result.stderr
-    assert "The retry processor finished: 3 delivered, 0 moved to the retry DLQ." in result.stdout
+    assert "The retry processor finished: 3 from the retry queue, 0 moved to the retry DLQ." in result.stdout
     (execution,) = deployed.executions()
     assert execution["status"] == "SUCCEEDED"
 

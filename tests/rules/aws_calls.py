@@ -34,6 +34,8 @@ RESOURCE_FIELDS = (
     "logStreamName",
     "Namespace",
     "FunctionName",
+    "Bucket",
+    "Key",
 )
 
 #: botocore signing name → IAM service prefix, where they differ.
@@ -134,6 +136,10 @@ def iam_requests(call: AwsCall, *, partition: str, account: str) -> list[Request
         return [Request(call.action, f"{arn}:logs:{region}:{account}:log-group:{group}:log-stream:{stream}")]
     if call.action == "lambda:GetFunctionUrlConfig":
         return [Request(call.action, f"{arn}:lambda:{region}:{account}:function:{p['FunctionName']}")]
+    if call.action == "s3:ListObjectsV2":  # authorized as s3:ListBucket, on the bucket
+        return [Request("s3:ListBucket", f"{arn}:s3:::{p['Bucket']}")]
+    if call.action == "s3:GetObject":
+        return [Request(call.action, f"{arn}:s3:::{p['Bucket']}/{p['Key']}")]
     if call.action == "cloudwatch:PutMetricData":
         return [Request(call.action, "*", {"cloudwatch:namespace": p["Namespace"]})]  # no resource type
     raise KeyError(f"no IAM mapping for {call.action} yet: add it to tests/rules/aws_calls.py")

@@ -1,11 +1,12 @@
-"""The Lambda and alarm resources of the graph fit AWS's own resource schemas, as cfn-lint ships them.
+"""The Lambda, alarm and EventBridge rule resources of the graph fit AWS's own resource schemas, as cfn-lint ships them.
 
 moto accepts a function URL with any auth type, a permission with any key, a reserved concurrency
 of -5 and an alarm description of any length. The CloudFormation registry schemas (JSON Schema,
 published by AWS for every resource type and bundled with cfn-lint) carry the services'
 enumerations, patterns and bounds. Each resource's Pulumi inputs are written the way
 CloudFormation names them and validated against its type's schema (us-east-1's); an input the
-mapping does not know fails, so a new property cannot slip past unchecked.
+mapping does not know fails, so a new property cannot slip past unchecked. A Pulumi event target
+is one entry of its rule's ``Targets`` in CloudFormation: it is checked as a rule holding it.
 """
 
 from __future__ import annotations
@@ -85,9 +86,43 @@ MAPPINGS: dict[str, tuple[str, dict[str, tuple[str, Convert] | None]]] = {
             "tags": None,
         },
     ),
+    "aws:cloudwatch/eventRule:EventRule": (
+        "AWS::Events::Rule",
+        {
+            "name": ("Name", str),
+            "description": ("Description", str),
+            "scheduleExpression": ("ScheduleExpression", str),
+            "tags": None,
+        },
+    ),
+    "aws:cloudwatch/eventTarget:EventTarget": (
+        "AWS::Events::Rule",
+        {
+            "rule": ("Name", str),
+            "targetId": ("Id", str),
+            "arn": ("Arn", str),
+            "input": ("Input", str),
+            "inputTransformer": (
+                "InputTransformer",
+                lambda t: {
+                    **({"InputPathsMap": dict(t["inputPaths"])} if t.get("inputPaths") else {}),
+                    "InputTemplate": t["inputTemplate"],
+                },
+            ),
+        },
+    ),
 }
 #: What the schema requires but the program leaves to Pulumi's packaging (the zip of the archive).
 PLACEHOLDERS = {"AWS::Lambda::Function": {"Code": {"ZipFile": "def handler(event, context): pass"}}}
+#: Where CloudFormation nests what a Pulumi resource holds: an event target is one of its rule's
+#: ``Targets``, whose ``Id`` Pulumi generates when the program gives none.
+RULE_KEYS = {"Name"}
+RESHAPE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "aws:cloudwatch/eventTarget:EventTarget": lambda p: {
+        **{k: v for k, v in p.items() if k in RULE_KEYS},
+        "Targets": [{"Id": "generated-by-pulumi", **{k: v for k, v in p.items() if k not in RULE_KEYS}}],
+    },
+}
 
 
 @cache
@@ -109,7 +144,8 @@ def cfn_properties(resource: Registration) -> tuple[str, dict[str, Any]]:
             continue
         name, convert = target
         properties[name] = convert(value)
-    return type_name, properties
+    reshape = RESHAPE.get(resource.type)
+    return type_name, reshape(properties) if reshape else properties
 
 
 def problems(resource: Registration) -> list[str]:
@@ -154,6 +190,14 @@ def test_every_lambda_and_alarm_resource_fits_aws_s_schema(run: ProgramRun) -> N
             "aws:lambda/permission:Permission",
             {"action": "lambda:Invoke Function", "function": "f", "principal": "*"},
             "does not match",
+        ),
+        ("aws:cloudwatch/eventRule:EventRule", {"name": "r", "scheduleExpression": "daily at 4"}, "does not match"),
+        ("aws:cloudwatch/eventRule:EventRule", {"name": "r" * 65, "scheduleExpression": "rate(1 day)"}, "is too long"),
+        ("aws:cloudwatch/eventTarget:EventTarget", {"rule": "r", "arn": "", "targetId": "t"}, "should be non-empty"),
+        (
+            "aws:cloudwatch/eventTarget:EventTarget",
+            {"rule": "r", "arn": "a", "inputTransformer": {"inputPaths": {"time": "$.time"}, "inputTemplate": ""}},
+            "should be non-empty",
         ),
     ],
 )

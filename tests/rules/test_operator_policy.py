@@ -38,6 +38,7 @@ from tests.refresh.harness import (
     deploy_renewal_function,
     deploy_stack,
 )
+from tests.refresh.test_reconcile_cli import BUCKET, reconcile_argv, store
 from tests.rules.aws_calls import CALL_LOG_VARIABLE, AwsCall, Request, iam_requests, record_calls
 from tests.rules.iam_rules import as_list, check_policy, format_findings, substitute
 
@@ -135,8 +136,8 @@ def _conditions_hold(conditions: Mapping[str, Mapping[str, Any]], context: Mappi
     return True
 
 
-def _run_recorded(cli: Cli, log: Path, *args: str) -> list[AwsCall]:
-    argv = [sys.executable, "-m", "tests.rules.aws_calls", "--env", ENV, "--port", "0", *args]
+def _run_recorded(cli: Cli, log: Path, *args: str, argv: list[str] | None = None) -> list[AwsCall]:
+    argv = argv or [sys.executable, "-m", "tests.rules.aws_calls", "--env", ENV, "--port", "0", *args]
     result = cli.run_argv(argv, env={CALL_LOG_VARIABLE: str(log)})
     assert result.returncode == 0, result.stderr
     return [AwsCall.from_json(line) for line in log.read_text(encoding="utf-8").splitlines()]
@@ -190,6 +191,17 @@ def test_the_operator_policy_grants_every_aws_call_of_the_refresh_cli_and_nothin
             cli, tmp_path / "web.jsonl", "--web-client-secret", str(web_client_file)
         ),
     }
+    # --reconcile (two days later, so the stored mail is old enough to be owed): one message the
+    # forwarder never saw (its headers are read) and one it claimed but never delivered.
+    cloud.client("s3").create_bucket(Bucket=BUCKET)
+    store(cloud, "never-seen", "bob@example.com")
+    store(cloud, "not-delivered", "bob@example.com", names.DEFAULT_MAILBOX)
+    runs["--env test --reconcile --dry-run"] = _run_recorded(
+        cli, tmp_path / "reconcile-dry.jsonl", argv=reconcile_argv("--dry-run")
+    )
+    runs["--env test --reconcile --wait"] = _run_recorded(
+        cli, tmp_path / "reconcile.jsonl", argv=reconcile_argv("--wait")
+    )
     for result in cli.results:  # as in tests/refresh: no token or client secret in any output
         for secret in google.secrets():
             assert secret not in result.stdout and secret not in result.stderr
@@ -223,4 +235,8 @@ def test_the_operator_policy_grants_every_aws_call_of_the_refresh_cli_and_nothin
         "sqs:GetQueueAttributes",
         "ssm:DeleteParameter",
         "lambda:GetFunctionUrlConfig",
+        "s3:ListObjectsV2",
+        "s3:GetObject",
     } <= actions
+    reconciled = {call.action for call in runs["--env test --reconcile --wait"]}
+    assert {"s3:GetObject", "states:StartExecution", "states:DescribeExecution"} <= reconciled
