@@ -81,7 +81,7 @@ def floor() -> None:
 def idle(module_name: str) -> None:
     importlib.import_module(module_name)
     if module_name == "handlers.forwarder":
-        from sesmail.forwarder import Forwarder
+        from sesmail.runtime.forwarder import Forwarder
 
         forwarder = Forwarder.from_environ()
         forwarder._clients.s3  # noqa: B018 - creating the client is the point

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.drain [--messages 1000] [--smoke] [--mailboxes 1]
 
-The state machine is ``sesmail.retry_processor.build_definition`` run by moto's Step Functions
+The state machine is ``sesmail.runtime.retry_processor.build_definition`` run by moto's Step Functions
 interpreter (in-process). Its Lambda invokes are routed to the real forwarder: a pool of warm
 forwarders, one per concurrent invocation, reused afterwards - what Lambda does with containers.
 Gmail is FakeGoogle on 127.0.0.1 enforcing the per-user quota of ``sesmail.names``
@@ -45,7 +45,7 @@ from typing import Any
 from benchmarks import common
 from sesmail import names
 from sesmail.local import google as fake_google
-from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable, queue_url_for
 
 TARGET_SHARE = 0.80
 
@@ -72,8 +72,8 @@ class _LambdaPool:
         self.delivered_by: dict[str, list[float]] = {}  # the invoke's mailbox -> delivery times
 
     def invoke(self, body: str, response_headers: Any) -> bytes:
-        from sesmail.aws import AwsClients
-        from sesmail.forwarder import Forwarder
+        from sesmail.runtime.aws import AwsClients
+        from sesmail.runtime.forwarder import Forwarder
 
         with self._lock:
             forwarder = self._idle.pop() if self._idle else None
@@ -216,8 +216,8 @@ def _rig(smoke: bool, table: MailboxTable | None = None) -> Iterator[_Rig]:
     from moto.awslambda_simple.models import LambdaSimpleBackend
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-    from sesmail.forwarder import ForwarderSettings
-    from sesmail.retry_processor import build_definition
+    from sesmail.runtime.forwarder import ForwarderSettings
+    from sesmail.runtime.retry_processor import build_definition
 
     common.isolate_aws_environ()
     window = 2.0 if smoke else fake_google.QUOTA_WINDOW_SECONDS
@@ -291,7 +291,7 @@ def _rig(smoke: bool, table: MailboxTable | None = None) -> Iterator[_Rig]:
         extra: dict[str, Any] = {"partition": "aws"} if "partition" in parameters else {}
         queue_args: dict[str, Any]
         if "mailboxes" in parameters:  # one state machine for every mailbox
-            from sesmail.retry_processor import MailboxQueues
+            from sesmail.runtime.retry_processor import MailboxQueues
 
             queue_args = {"mailboxes": [MailboxQueues(name, url, dlq) for name, (url, dlq) in queues.items()]}
         elif table is None:

@@ -72,8 +72,8 @@ def _store(world: common.AwsWorld, prefix: str, count: int, *, delivered: bool) 
 
 
 def _plan(world: common.AwsWorld) -> dict[str, Any]:
-    from sesmail.mailboxes import MailboxTable
-    from sesmail.reconcile import Planner
+    from sesmail.runtime.mailboxes import MailboxTable
+    from sesmail.runtime.reconcile import Planner
 
     calls = S3Calls(world.s3)
     planner = Planner(lambda: world.s3, common.BUCKET, MailboxTable.single(), now=lambda: datetime.now(UTC) + AGE)
@@ -92,9 +92,9 @@ def _plan(world: common.AwsWorld) -> dict[str, Any]:
 
 def _deliver(world: common.AwsWorld) -> dict[str, Any]:
     """The forwarder's reconcile, run after run, each with the deployed function's time."""
-    import sesmail.reconcile
-    from sesmail.aws import AwsClients
-    from sesmail.forwarder import Forwarder, ForwarderSettings
+    import sesmail.runtime.reconcile
+    from sesmail.runtime.aws import AwsClients
+    from sesmail.runtime.forwarder import Forwarder, ForwarderSettings
 
     google = ZeroLatencyGoogle()
     settings = ForwarderSettings(
@@ -106,7 +106,7 @@ def _deliver(world: common.AwsWorld) -> dict[str, Any]:
     )
     forwarder = Forwarder(settings, AwsClients(), http=google)
     runs: list[dict[str, Any]] = []
-    with patch.object(sesmail.reconcile, "datetime", _later()):
+    with patch.object(sesmail.runtime.reconcile, "datetime", _later()):
         while not runs or runs[-1]["status"] == "partial":
             started = time.perf_counter()
             answer = forwarder.handle({"source": names.RECONCILE_SOURCE}, _Context())

@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmarks import common
 from sesmail import names
-from sesmail.http import Body, HttpClient, Response
+from sesmail.runtime.http import Body, HttpClient, Response
 
 MESSAGE_BYTES = 8 * 1024
 BATCH = names.SQS_BATCH_SIZE
@@ -103,8 +103,8 @@ VARIANTS = {CURRENT: "claims", BEFORE: "tag"}
 
 def _tag_based_deliver_once(self: Any, note: Any, holder: str, deadline: float, labels: Any = None) -> Any:
     """``Deliverer._deliver_once`` as it was before claims (git history), for comparison only."""
-    from sesmail.delivery import Delivery, recorded_gmail_id
-    from sesmail.gmail import labels_for
+    from sesmail.runtime.delivery import Delivery, recorded_gmail_id
+    from sesmail.runtime.gmail import labels_for
 
     message = self._store.open(note)
     try:
@@ -127,7 +127,7 @@ def _tag_based_deliver_once(self: Any, note: Any, holder: str, deadline: float, 
 
 @contextlib.contextmanager
 def _variant(kind: str) -> Iterator[None]:
-    from sesmail.delivery import Deliverer
+    from sesmail.runtime.delivery import Deliverer
 
     if kind == "claims":
         yield
@@ -161,8 +161,8 @@ def measure(
     """Passes of each variant alternate, so drift on a shared machine hits them alike."""
     from moto import mock_aws
 
-    from sesmail.aws import AwsClients
-    from sesmail.forwarder import Forwarder, ForwarderSettings
+    from sesmail.runtime.aws import AwsClients
+    from sesmail.runtime.forwarder import Forwarder, ForwarderSettings
 
     common.isolate_aws_environ()
     rates: dict[str, list[float]] = {v: [] for v in variants}

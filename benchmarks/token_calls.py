@@ -78,8 +78,8 @@ def measure(messages: int, *, with_reference: bool = True) -> dict[str, Any]:
 
 def _simulated(world: common.AwsWorld, google: common.BenchGoogle, moto_url: str, messages: int) -> dict[str, Any]:
     """Ours in this process, with the forwarder's and the fake's clocks moved together."""
-    from sesmail.aws import AwsClients
-    from sesmail.forwarder import Forwarder, ForwarderSettings
+    from sesmail.runtime.aws import AwsClients
+    from sesmail.runtime.forwarder import Forwarder, ForwarderSettings
 
     os.environ["AWS_ENDPOINT_URL"] = moto_url
     try:

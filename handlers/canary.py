@@ -1,13 +1,14 @@
-"""Lambda entry point of the canary (EventBridge, once a day): a thin adapter onto sesmail.canary."""
+"""Lambda entry point of the canary (EventBridge, once a day): a thin adapter onto sesmail.runtime.canary."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from sesmail import canary, names
-from sesmail.aws import AwsClients
-from sesmail.log import bound
+from sesmail import names
+from sesmail.runtime import canary
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.log import bound
 
 _clients: AwsClients | None = None
 

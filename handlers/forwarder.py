@@ -1,4 +1,4 @@
-"""Lambda entry point of the Gmail forwarder: a thin adapter onto :mod:`sesmail.forwarder`.
+"""Lambda entry point of the Gmail forwarder: a thin adapter onto :mod:`sesmail.runtime.forwarder`.
 
 The forwarder (its AWS clients, HTTP connections and cached access token) is built on the
 first invocation and reused while the container stays warm.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sesmail.forwarder import Forwarder
+from sesmail.runtime.forwarder import Forwarder
 
 _forwarder: Forwarder | None = None
 

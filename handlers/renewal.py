@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from sesmail import pages
-from sesmail.aws import AwsClients
-from sesmail.log import bound, get_logger
+from sesmail.renewal import pages
 from sesmail.renewal.app import RenewalApp, Request, Response, page_response
 from sesmail.renewal.settings import NotConfigured, SecretsCache, Settings
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.log import bound, get_logger
 
 log = get_logger("sesmail.renewal")
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sesmail import names, token_monitor
-from sesmail.aws import AwsClients
-from sesmail.log import bound
-from sesmail.mailboxes import MailboxTable, queue_url_for
+from sesmail import names
+from sesmail.runtime import token_monitor
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.log import bound
+from sesmail.runtime.mailboxes import MailboxTable, queue_url_for
 
 _clients: AwsClients | None = None
 

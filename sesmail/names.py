@@ -163,7 +163,7 @@ CLAIMS_PREFIX = "claims/"
 #: Margin for clocks: a lease's expiry is written by one Lambda host and read by another.
 CLAIM_CLOCK_SKEW_SECONDS = 30
 #: How long a claim protects an import in flight. The holder's critical section is one Gmail
-#: upload (``sesmail.gmail.UPLOAD_TIMEOUT_SECONDS``, 60 s) — but that is a per-socket-operation
+#: upload (``sesmail.runtime.gmail.UPLOAD_TIMEOUT_SECONDS``, 60 s) — but that is a per-socket-operation
 #: timeout, so a slow 40 MB upload may run past it; the only hard bound is the forwarder's own
 #: timeout, after which Lambda has killed the holder. So: the function timeout plus the clock
 #: margin (150 s). A shorter lease could expire under a live, slow upload and let a second import
@@ -410,10 +410,10 @@ GMAIL_API_BASE_URL = "https://gmail.googleapis.com"
 GMAIL_IMPORT_UPLOAD_PATH = "/upload/gmail/v1/users/me/messages/import"
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.insert"
 #: users.labels.list and users.labels.create: label *names* are resolved to ids, and a missing
-#: label is created (sesmail.labels). Google calls it non-sensitive ("Manage labels" guide).
+#: label is created (sesmail.runtime.labels). Google calls it non-sensitive ("Manage labels" guide).
 GMAIL_LABELS_SCOPE = "https://www.googleapis.com/auth/gmail.labels"
 #: OpenID Connect: the code exchange then returns an id token naming the Google account that
-#: consented (``sesmail.identity``), so a renewal can tell whose mailbox the token opens. The
+#: consented (``sesmail.renewal.identity``), so a renewal can tell whose mailbox the token opens. The
 #: e-mail scope in its full form: Google answers ``email`` with this URL, and oauthlib refuses a
 #: token whose scopes differ from the ones asked for.
 OPENID_SCOPE = "openid"
@@ -481,9 +481,9 @@ ENV_VAR_RETRY_QUEUE_URL = "RETRY_QUEUE_URL"
 ENV_VAR_INBOUND_DLQ_URL = "INBOUND_DLQ_URL"
 ENV_VAR_GMAIL_LABELS = "GMAIL_LABELS"
 ENV_VAR_GMAIL_API_BASE_URL = "GMAIL_API_BASE_URL"
-#: ``spam`` (default), ``drop`` or ``inbox``: what DMARC failures and viruses do (sesmail.verdicts).
+#: ``spam`` (default), ``drop`` or ``inbox``: what DMARC failures and viruses do (sesmail.runtime.verdicts).
 ENV_VAR_AUTH_FAILURES = "AUTH_FAILURES"
-#: The mailbox table as JSON (``sesmail.mailboxes.MailboxTable``), set only when the stack
+#: The mailbox table as JSON (``sesmail.runtime.mailboxes.MailboxTable``), set only when the stack
 #: configures ``ses-mail:mailboxes``; without it the forwarder has the one mailbox ``default``,
 #: which receives every recipient, with ``GMAIL_LABELS`` and ``RETRY_QUEUE_URL``.
 ENV_VAR_MAILBOXES = "MAILBOXES"

@@ -14,10 +14,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.forwarder import Forwarder, ForwarderSettings
 from sesmail.local.google import FakeGoogle
 from sesmail.local.moto_server import atomic_s3_conditional_writes, isolated_aws_environment
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.forwarder import Forwarder, ForwarderSettings
 
 #: The retry processor's world (moto's Step Functions interpreter, in-process Lambda routing)
 #: lives in its own module; as a plugin its ``drain`` fixture serves every test module.

@@ -30,10 +30,10 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.forwarder import Forwarder
 from sesmail.local.google import FakeGoogle
-from sesmail.retry_processor import MailboxQueues, build_definition
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.forwarder import Forwarder
+from sesmail.runtime.retry_processor import MailboxQueues, build_definition
 from tests.conftest import BUCKET, ENV, REGION, FakeContext, World, atomic_s3_conditional_writes, ses_notification
 
 #: The mailboxes of the drain world's deployment.

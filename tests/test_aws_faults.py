@@ -20,8 +20,8 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ResponseStreamingError
 
 from sesmail import names
-from sesmail.errors import TransientError
-from sesmail.forwarder import Forwarder
+from sesmail.runtime.errors import TransientError
+from sesmail.runtime.forwarder import Forwarder
 from tests.conftest import BUCKET, FakeContext, InboundQueue, World, inject_aws_fault, raw_message
 from tests.drain_world import DrainWorld
 

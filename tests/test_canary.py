@@ -19,9 +19,10 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from handlers import canary as canary_handler
-from sesmail import canary, names
-from sesmail.log import REDACTED, redact
-from sesmail.verdicts import HEADER_PEEK_BYTES
+from sesmail import names
+from sesmail.runtime import canary
+from sesmail.runtime.log import REDACTED, redact
+from sesmail.runtime.verdicts import HEADER_PEEK_BYTES
 from tests.conftest import ENV, REGION, FakeContext
 
 DOMAIN = "example.com"

@@ -1,4 +1,4 @@
-"""Delivery claims (``sesmail.claims``): the protocol against moto's S3, then through the forwarder.
+"""Delivery claims (``sesmail.runtime.claims``): the protocol against moto's S3, then through the forwarder.
 
 What moto does for the conditional writes the claims rely on is pinned first, so a moto upgrade
 that changes it fails here, by name, rather than somewhere in a race. Where moto is weaker than
@@ -16,9 +16,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from sesmail import gmail, names
-from sesmail.claims import AlreadyDelivered, Claim, ClaimHeldError, ClaimLostError, ClaimStore
-from sesmail.errors import MalformedEventError, PermanentError, TransientError
+from sesmail import names
+from sesmail.runtime import gmail
+from sesmail.runtime.claims import AlreadyDelivered, Claim, ClaimHeldError, ClaimLostError, ClaimStore
+from sesmail.runtime.errors import MalformedEventError, PermanentError, TransientError
 from tests.conftest import BUCKET, REGION, InboundQueue, World, inject_aws_fault, raw_message
 
 KEY = "claims/m1/default"

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from handlers import token_monitor as monitor_handler
-from sesmail import names, token_monitor
+from sesmail import names
 from sesmail.local.google import FakeGoogle
-from sesmail.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime import token_monitor
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
 from tests.conftest import ENV, FakeContext
 from tests.rules.aws_calls import iam_requests
 from tests.rules.iam_rules import check_policy

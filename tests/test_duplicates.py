@@ -36,10 +36,10 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.claims import ClaimHeldError, ClaimStore
-from sesmail.forwarder import Forwarder
-from sesmail.http import Body, HttpClient, Response
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.claims import ClaimHeldError, ClaimStore
+from sesmail.runtime.forwarder import Forwarder
+from sesmail.runtime.http import Body, HttpClient, Response
 from tests.conftest import FakeContext, InboundQueue, World, inject_aws_fault, raw_message, sqs_record
 from tests.drain_world import DrainWorld
 

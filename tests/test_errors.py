@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from sesmail.errors import (
+from sesmail.runtime.errors import (
     RATE_LIMITED,
     FailureClass,
     MailboxRefusedError,
@@ -17,7 +17,7 @@ from sesmail.errors import (
     classify,
     classify_gmail_answer,
 )
-from sesmail.http import parse_retry_after
+from sesmail.runtime.http import parse_retry_after
 
 
 def _client_error(code: str, status: int = 400, operation: str = "GetObject") -> ClientError:

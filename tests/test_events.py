@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sesmail.errors import MalformedEventError
-from sesmail.events import notification_from_ses_record, notification_from_sqs_body, parse_notification
+from sesmail.runtime.errors import MalformedEventError
+from sesmail.runtime.events import notification_from_ses_record, notification_from_sqs_body, parse_notification
 from tests.conftest import BUCKET, ses_notification, sns_envelope
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.errors import (
+from sesmail.local.google import error_body
+from sesmail.runtime.errors import (
     RATE_LIMITED,
     MailboxRefusedError,
     PermanentError,
@@ -24,7 +25,6 @@ from sesmail.errors import (
     TokenExpiredError,
     TransientError,
 )
-from sesmail.local.google import error_body
 from tests.conftest import World, emitted_metrics
 
 IMPORTED, PARKED, DEAD_LETTERED, LEFT_FOR_SQS = "imported", "parked", "dead-lettered", "left for SQS"

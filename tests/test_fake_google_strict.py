@@ -1,11 +1,11 @@
 """The forwarder's own Gmail client against the strict fake Google.
 
 tests/test_fake_google.py proves the fake refuses what Gmail refuses. This is the other half, for
-the one client that matters: the requests ``sesmail.gmail`` really builds (query string, metadata,
+the one client that matters: the requests ``sesmail.runtime.gmail`` really builds (query string, metadata,
 multipart framing, streamed body), sent through its own HTTP client and token provider, are ones
 the strict fake accepts; and a configured label the mailbox lacks comes back as Gmail's
 400 "Invalid label". How the forwarder classifies that answer is the classifier's business
-(sesmail/errors.py), so only what the Gmail client raises is pinned here.
+(sesmail/runtime/errors.py), so only what the Gmail client raises is pinned here.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from sesmail import names
-from sesmail.errors import SesMailError
-from sesmail.gmail import BodyOpener, GmailImporter, labels_for
-from sesmail.http import HttpClient
 from sesmail.local.google import FakeGoogle
-from sesmail.tokens import AccessTokenProvider
+from sesmail.runtime.errors import SesMailError
+from sesmail.runtime.gmail import BodyOpener, GmailImporter, labels_for
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.tokens import AccessTokenProvider
 from tests.conftest import ENV, raw_message
 
 

@@ -9,10 +9,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.errors import PermanentError, TokenExpiredError, TransientError
-from sesmail.events import SETUP_NOTIFICATION_ID
-from sesmail.forwarder import Forwarder
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.errors import PermanentError, TokenExpiredError, TransientError
+from sesmail.runtime.events import SETUP_NOTIFICATION_ID
+from sesmail.runtime.forwarder import Forwarder
 from tests.conftest import BUCKET, FakeContext, World, raw_message, ses_notification, sns_envelope, sqs_record
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from sesmail import canary, names
-from sesmail.mailboxes import Mailbox, MailboxTable
+from sesmail import names
+from sesmail.runtime import canary
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
 from tests.conftest import ENV, World
 
 ALICE, BOB = "alice@gmail.com", "bob@gmail.com"

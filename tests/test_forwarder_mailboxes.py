@@ -13,7 +13,7 @@ import pytest
 
 from sesmail import names
 from sesmail.local.google import error_body
-from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable, queue_url_for
 from tests.conftest import ENV, FakeContext, World, emitted_metrics, sns_envelope, sqs_record
 
 ALICE, BOB = "alice@gmail.com", "bob@gmail.com"

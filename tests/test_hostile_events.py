@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sesmail import names
-from sesmail.errors import MalformedEventError, PermanentError
-from sesmail.events import SqsRecord, notification_from_sqs_body, parse_notification
-from sesmail.retry_queue import MAX_REASON_CHARS
+from sesmail.runtime.errors import MalformedEventError, PermanentError
+from sesmail.runtime.events import SqsRecord, notification_from_sqs_body, parse_notification
+from sesmail.runtime.retry_queue import MAX_REASON_CHARS
 from tests.conftest import BUCKET, World, raw_message, ses_notification, sns_envelope, sqs_record, strict_sqs
 from tests.drain_world import DrainWorld
 

@@ -15,11 +15,11 @@ from typing import Any, cast
 import pytest
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.forwarder import Forwarder, ForwarderSettings
-from sesmail.http import HttpClient
-from sesmail.labels import LabelResolver, is_label_id, lineage
 from sesmail.local.google import GMAIL_INSERT_SCOPE, GMAIL_LABELS_SCOPE, LabelCall
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.forwarder import Forwarder, ForwarderSettings
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.labels import LabelResolver, is_label_id, lineage
 from tests.conftest import FakeContext, World
 
 BOTH_SCOPES = f"{GMAIL_INSERT_SCOPE} {GMAIL_LABELS_SCOPE}"

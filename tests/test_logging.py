@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sesmail.log import REDACTED, bound, get_logger, register_secret
+from sesmail.runtime.log import REDACTED, bound, get_logger, register_secret
 
 
 def test_lines_are_json_with_context_and_no_secret(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sesmail import gmail, names
-from sesmail.delivery import CHUNK_BYTES
+from sesmail import names
+from sesmail.runtime import gmail
+from sesmail.runtime.delivery import CHUNK_BYTES
 from tests.conftest import BUCKET, World
 
 #: SES's S3 action stores messages up to 40 MB (10^6 bytes a MB); a little under it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sesmail import names
-from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable, queue_url_for
 
 FAMILY = MailboxTable(
     (

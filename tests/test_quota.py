@@ -25,8 +25,8 @@ from types import SimpleNamespace
 import pytest
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.forwarder import Forwarder
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.forwarder import Forwarder
 from tests.conftest import AdvancingSleep, FakeContext, InboundQueue, World, raw_message
 from tests.drain_world import DrainWorld
 

@@ -1,7 +1,7 @@
 """The reconcile: what the bucket says is owed, and how the forwarder delivers it (moto, the fake Gmail).
 
 Stored mail gets its age from moto's own clock (``stored_at`` patches it), the reconcile's "now"
-from ``sesmail.reconcile.datetime``; everything else runs as it does in Lambda.
+from ``sesmail.runtime.reconcile.datetime``; everything else runs as it does in Lambda.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from unittest.mock import patch
 import moto.s3.models
 import pytest
 
-import sesmail.reconcile
+import sesmail.runtime.reconcile
 from sesmail import names
-from sesmail.errors import TokenExpiredError
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.reconcile import Planner
+from sesmail.runtime.errors import TokenExpiredError
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.reconcile import Planner
 from tests.conftest import BUCKET, FakeContext, World, emitted_metrics, raw_message
 
 NOW = datetime(2026, 12, 20, 12, 0, tzinfo=UTC)
@@ -49,7 +49,7 @@ def reconciling_at(when: datetime) -> Iterator[None]:
         def now(cls, tz: Any = None) -> At:
             return cls.fromtimestamp(when.timestamp(), tz)
 
-    with patch.object(sesmail.reconcile, "datetime", At):
+    with patch.object(sesmail.runtime.reconcile, "datetime", At):
         yield
 
 

@@ -19,12 +19,13 @@ import pytest
 from moto import mock_aws
 
 from handlers import token_monitor as monitor_handler
-from sesmail import names, token_monitor
-from sesmail.aws import AwsClients
+from sesmail import names
 from sesmail.infra import policies
 from sesmail.local.google import FakeGoogle
-from sesmail.mailboxes import Mailbox, MailboxTable, queue_url_for
-from sesmail.tokens import TokenExpiry
+from sesmail.runtime import token_monitor
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable, queue_url_for
+from sesmail.runtime.tokens import TokenExpiry
 from tests.conftest import ENV, REGION, FakeContext, inject_aws_fault
 from tests.rules.aws_calls import AwsCall, iam_requests, record_calls
 from tests.rules.iam_rules import as_list, check_policy

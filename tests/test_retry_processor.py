@@ -15,10 +15,10 @@ import boto3
 import pytest
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError, PermanentError, TokenExpiredError
-from sesmail.events import SETUP_NOTIFICATION_ID
 from sesmail.local.google import error_body
-from sesmail.retry_processor import UNKNOWN_MAILBOX_ERROR
+from sesmail.runtime.errors import MailboxRefusedError, PermanentError, TokenExpiredError
+from sesmail.runtime.events import SETUP_NOTIFICATION_ID
+from sesmail.runtime.retry_processor import UNKNOWN_MAILBOX_ERROR
 from tests.conftest import REGION, raw_message
 from tests.drain_world import DrainWorld
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.stored_recipients import StoredRecipients, route_stored, stored_recipients
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.stored_recipients import StoredRecipients, route_stored, stored_recipients
 
 TABLE = MailboxTable(
     (

@@ -14,9 +14,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from handlers import token_monitor as monitor_handler
-from sesmail import names, token_metrics, token_monitor
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.tokens import TokenExpiry
+from sesmail import names
+from sesmail.runtime import token_metrics, token_monitor
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.tokens import TokenExpiry
 from tests.conftest import ENV, REGION, FakeContext
 
 NAMESPACE = names.metric_namespace(ENV)

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError, TokenExpiredError, TokenNotConfiguredError, TransientError
-from sesmail.http import HttpClient
 from sesmail.local.google import FakeGoogle
-from sesmail.tokens import (
+from sesmail.runtime.errors import MailboxRefusedError, TokenExpiredError, TokenNotConfiguredError, TransientError
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.tokens import (
     AccessTokenProvider,
     ClientConfig,
     ClientConfigError,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.forwarder import ConfigurationError, ForwarderSettings
-from sesmail.verdicts import AuthFailures, Placement, Verdicts, place
+from sesmail.runtime.forwarder import ConfigurationError, ForwarderSettings
+from sesmail.runtime.verdicts import AuthFailures, Placement, Verdicts, place
 from tests.conftest import World, emitted_metrics, raw_message
 
 SPAM, DROP, INBOX = AuthFailures.SPAM, AuthFailures.DROP, AuthFailures.INBOX

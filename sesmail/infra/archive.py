@@ -1,8 +1,9 @@
 """Which files make up the Lambda deployment archive (pure: no pulumi import).
 
-DESIGN.md: the archive holds ``handlers/`` and ``sesmail/`` without ``sesmail/infra/`` and needs
-nothing beyond what the Lambda Python runtime ships. The renewal page gets its own archive: the
-same runtime plus the page (``RENEWAL_ONLY``), so the mail path's archive does not grow with it.
+An archive is defined by what it includes (:data:`INCLUDED`): the mail path's is the handlers,
+``sesmail/names.py`` and ``sesmail/runtime/``, and needs nothing beyond what the Lambda Python
+runtime ships. The renewal page gets its own archive: the same runtime plus ``sesmail/renewal/``,
+so the mail path's archive does not grow with it.
 The Pulumi program, the tests and the benchmarks all call :func:`lambda_source_files`, so they
 measure and check the very same files.
 """
@@ -15,9 +16,6 @@ from pathlib import Path, PurePosixPath
 #: Repository root (this file is ``<root>/sesmail/infra/archive.py``).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: Top-level packages shipped to Lambda.
-PACKAGES = ("handlers", "sesmail")
-
 #: The archives: every function of the stack runs one of these two programs.
 #: ``runtime``: the forwarder, the token monitor and the canary (and the retry processor's forwarder).
 #: ``renewal``: the phone renewal page, which is the runtime plus the page's own files.
@@ -25,40 +23,33 @@ RUNTIME = "runtime"
 RENEWAL = "renewal"
 PROGRAMS = (RUNTIME, RENEWAL)
 
-#: Never shipped: the Pulumi components (they import pulumi, which Lambda does not have), and the
-#: operator's refresh CLI, which no handler imports (its OAuth flow needs google-auth-oauthlib,
-#: which Lambda does not have either). Storing a token and auditing it are shared with the
-#: renewal page, a Lambda, so ``token_store`` and ``audit`` ship. ``tests/test_lambda_runtime.py``
-#: imports every handler from its archive alone, so a handler needing an excluded module fails there.
-NEVER_SHIPPED = (
-    PurePosixPath("sesmail/infra"),
-    # The local world (tests/e2e and the demo) needs moto and pulumi, which Lambda does not have;
-    # the demo command (``python -m sesmail.demo``) runs that world on an operator's machine.
-    PurePosixPath("sesmail/local"),
-    PurePosixPath("sesmail/demo"),
-    *(
-        PurePosixPath(f"sesmail/{module}.py")
-        for module in ("refresh", "refresh_args", "refresh_errors", "reconcile_cli", "oauth_flow")
-    ),
+#: What each archive holds, by inclusion: files, or packages with everything below them. The mail
+#: path is ``sesmail/runtime/`` (standard library and botocore only), ``sesmail/names.py`` and its
+#: handlers; the page adds ``sesmail/renewal/`` (storing a token, the audit record and the pages,
+#: which the CLI shares) and its handler. Nothing else ever ships: not the Pulumi components
+#: (``sesmail/infra``), not the operator's CLI (``sesmail/cli``), not the local world or the demo.
+#: ``tests/test_lambda_runtime.py`` imports every handler from its archive alone, so a handler
+#: that needs a module outside its archive fails there.
+_RUNTIME_FILES = (
+    PurePosixPath("handlers/__init__.py"),
+    PurePosixPath("handlers/forwarder.py"),
+    PurePosixPath("handlers/token_monitor.py"),
+    PurePosixPath("handlers/canary.py"),
+    PurePosixPath("sesmail/__init__.py"),
+    PurePosixPath("sesmail/names.py"),
+    PurePosixPath("sesmail/runtime"),
 )
-#: Only in the renewal page's archive: the mail path's functions never serve a web page, nor
-#: store a token or write an audit record (the page and the CLI do), so they neither carry nor
-#: cold-start these modules.
-RENEWAL_ONLY = (
-    PurePosixPath("sesmail/renewal"),
-    PurePosixPath("sesmail/pages.py"),
-    PurePosixPath("sesmail/token_store.py"),
-    PurePosixPath("sesmail/audit.py"),
-    PurePosixPath("sesmail/identity.py"),
-    PurePosixPath("handlers/renewal.py"),
-)
+INCLUDED: dict[str, tuple[PurePosixPath, ...]] = {
+    RUNTIME: _RUNTIME_FILES,
+    RENEWAL: (*_RUNTIME_FILES, PurePosixPath("handlers/renewal.py"), PurePosixPath("sesmail/renewal")),
+}
 
 
-def excluded_from(program: str) -> tuple[PurePosixPath, ...]:
-    """The paths ``program``'s archive leaves out."""
-    if program not in PROGRAMS:
+def included_in(program: str) -> tuple[PurePosixPath, ...]:
+    """The files and packages ``program``'s archive holds."""
+    if program not in INCLUDED:
         raise ValueError(f"unknown Lambda program {program!r}: one of {', '.join(PROGRAMS)}")
-    return NEVER_SHIPPED if program == RENEWAL else (*NEVER_SHIPPED, *RENEWAL_ONLY)
+    return INCLUDED[program]
 
 
 def program_of(handler: str) -> str:
@@ -67,26 +58,24 @@ def program_of(handler: str) -> str:
 
 
 def lambda_source_files(root: Path = REPO_ROOT, *, program: str = RUNTIME) -> list[tuple[str, Path]]:
-    """``(archive path, file)`` for every ``*.py`` of ``program``'s archive, sorted.
+    """``(archive path, file)`` for every ``*.py`` of ``program``'s archive (:data:`INCLUDED`), sorted.
 
     Archive paths are relative to the repository root with ``/`` separators, so the handler
-    ``handlers.forwarder.handler`` imports exactly as it does from a checkout. ``__pycache__``
-    and :func:`excluded_from` are left out; nothing but ``.py`` files is selected.
+    ``handlers.forwarder.handler`` imports exactly as it does from a checkout. ``__pycache__`` is
+    left out; nothing but ``.py`` files is selected. A listed path that does not exist is skipped:
+    :func:`sesmail.infra.lambda_package.lambda_archive` names a missing handler, and a missing
+    module fails the handler's import test.
     """
-    excluded = excluded_from(program)
-    selected: list[tuple[str, Path]] = []
-    for package in PACKAGES:
-        base = root / package
-        if not base.is_dir():
-            continue
-        for path in base.rglob("*.py"):
-            relative = PurePosixPath(path.relative_to(root).as_posix())
-            if "__pycache__" in relative.parts or not path.is_file():
-                continue
-            if any(relative.is_relative_to(left_out) for left_out in excluded):
-                continue
-            selected.append((str(relative), path))
-    return sorted(selected)
+    selected: dict[str, Path] = {}
+    for entry in included_in(program):
+        path = root / entry
+        if path.is_dir():
+            files = [f for f in path.rglob("*.py") if f.is_file() and "__pycache__" not in f.parts]
+        else:
+            files = [path] if path.is_file() else []
+        for file in files:
+            selected[file.relative_to(root).as_posix()] = file
+    return sorted(selected.items())
 
 
 def write_zip(destination: Path, root: Path = REPO_ROOT, *, program: str = RUNTIME) -> list[str]:

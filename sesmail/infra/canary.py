@@ -1,7 +1,7 @@
 """The daily canary: its HMAC key, its Lambda (sends one message through SES) and its schedule.
 
 What it proves and how it is read are elsewhere: the forwarder recognises the canary
-(``sesmail.canary``), the ``CanaryDelivered`` alarms (one per mailbox) live with every other
+(``sesmail.runtime.canary``), the ``CanaryDelivered`` alarms (one per mailbox) live with every other
 alarm in ``Monitoring``, and the saved query "canary-story" with the other queries.
 """
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import pulumi
 
 from sesmail import names
-from sesmail.labels import NESTING, is_label_id
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.verdicts import AuthFailures
+from sesmail.runtime.labels import NESTING, is_label_id
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.verdicts import AuthFailures
 
 NAMESPACE = names.PROJECT  # config keys are "ses-mail:<key>"
 

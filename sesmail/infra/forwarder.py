@@ -23,8 +23,8 @@ from sesmail.infra.lambda_package import (  # noqa: F401  (re-exported: tests an
 from sesmail.infra.mail_intake import MailIntake
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
-from sesmail.mailboxes import MailboxTable
-from sesmail.verdicts import AuthFailures
+from sesmail.runtime.mailboxes import MailboxTable
+from sesmail.runtime.verdicts import AuthFailures
 
 
 def forwarder_environment(

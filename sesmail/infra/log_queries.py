@@ -1,6 +1,6 @@
 """Saved CloudWatch Logs Insights queries (pure: no pulumi import).
 
-They read the structured JSON lines of ``sesmail.log`` (fields ``level``, ``event``,
+They read the structured JSON lines of ``sesmail.runtime.log`` (fields ``level``, ``event``,
 ``messageId``, ``failureClass``, ``reason``, ``requestId``, ...) and the refresh CLI's audit
 records (``action``). In the console they appear under Logs Insights → Saved queries, in the
 folder ``ses-mail-{env}``; pick one, adjust the time range, run.

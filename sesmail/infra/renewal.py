@@ -21,7 +21,7 @@ from sesmail.infra.context import AwsContext
 from sesmail.infra.lambda_package import FunctionSpec, python_function
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens, generated_secret
-from sesmail.mailboxes import MailboxTable
+from sesmail.runtime.mailboxes import MailboxTable
 
 #: Function URLs without IAM authentication: the page is for a person with a phone and a browser.
 #: Its own defences (state bound to a signed cookie, PKCE, the id token's account) do the rest.

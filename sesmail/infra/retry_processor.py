@@ -1,6 +1,6 @@
 """The retry processor: the Step Functions state machine that drains a mailbox's retry queue.
 
-Its definition is :func:`sesmail.retry_processor.build_definition` (pure Python, executed by
+Its definition is :func:`sesmail.runtime.retry_processor.build_definition` (pure Python, executed by
 the tests in moto's interpreter) over every mailbox's queues; an execution's input
 ``{"mailbox": NAME}`` picks one. This component deploys exactly that document with a role that
 can touch only the mailboxes' retry queues and retry DLQs, the forwarder and our metric namespace.
@@ -19,7 +19,7 @@ from sesmail.infra import policies
 from sesmail.infra.context import AwsContext
 from sesmail.infra.forwarder import Forwarder
 from sesmail.infra.retry import Retry
-from sesmail.retry_processor import MailboxQueues, build_definition
+from sesmail.runtime.retry_processor import MailboxQueues, build_definition
 
 
 class RetryProcessor(pulumi.ComponentResource):

@@ -16,8 +16,8 @@ from sesmail.infra.context import AwsContext
 from sesmail.infra.lambda_package import FunctionSpec, on_schedule, python_function
 from sesmail.infra.retry import Retry
 from sesmail.infra.tokens import Tokens
-from sesmail.mailboxes import MailboxTable
-from sesmail.retry_run import inputs_tell_mailboxes_apart
+from sesmail.runtime.mailboxes import MailboxTable
+from sesmail.runtime.retry_run import inputs_tell_mailboxes_apart
 
 #: A stack without ``ses-mail:mailboxes``: the one mailbox ``default`` (the table is immutable).
 NO_MAILBOXES_CONFIGURED = MailboxTable.single()

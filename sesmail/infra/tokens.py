@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from sesmail import names
-from sesmail.mailboxes import MailboxTable
+from sesmail.runtime.mailboxes import MailboxTable
 
 #: SecureStrings use the AWS-managed SSM key; the forwarder's policy relies on that (see
 #: ``policies.forwarder_policy``), so it is spelled out rather than left to the default.

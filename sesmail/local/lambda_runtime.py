@@ -36,7 +36,7 @@ from typing import Any
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
-from sesmail.infra.archive import REPO_ROOT, excluded_from, program_of
+from sesmail.infra.archive import REPO_ROOT, included_in, program_of
 from sesmail.local.patches import Patcher
 
 
@@ -191,12 +191,12 @@ class LambdaRuntime:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        left_out_here = excluded_from(program_of(function.handler))
+        shipped_here = included_in(program_of(function.handler))
         for loaded in list(sys.modules.values()):
             source = getattr(loaded, "__file__", None) or ""
             if source.startswith(str(REPO_ROOT / "sesmail")):
                 relative = Path(source).relative_to(REPO_ROOT).as_posix()
-                if any(PurePosixPath(relative).is_relative_to(left_out) for left_out in left_out_here):
+                if not any(PurePosixPath(relative).is_relative_to(shipped) for shipped in shipped_here):
                     # This process imported the Pulumi components, the refresh CLI or the
                     # renewal page, none shipped in this function's archive;
                     # tests/test_lambda_runtime.py imports each handler from its archive alone, in a

@@ -27,8 +27,8 @@ from typing import Any
 import boto3
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-import sesmail.canary
-import sesmail.token_monitor
+import sesmail.runtime.canary
+import sesmail.runtime.token_monitor
 from sesmail import names
 from sesmail.local.account import CREDENTIALS, REGION, STACK
 from sesmail.local.deploy import Deployment, deploy
@@ -252,8 +252,8 @@ def start_system(
 
     deployment = deploy(server.url, config)
     clock = SimulatedClock()
-    patcher.setattr(sesmail.token_monitor, "datetime", clock.datetime_class())
-    patcher.setattr(sesmail.canary, "datetime", clock.datetime_class())  # the canary signs its send time
+    patcher.setattr(sesmail.runtime.token_monitor, "datetime", clock.datetime_class())
+    patcher.setattr(sesmail.runtime.canary, "datetime", clock.datetime_class())  # the canary signs its send time
 
     def client(service: str) -> Any:
         return boto3.client(service, endpoint_url=server.url, region_name=REGION, **CREDENTIALS)

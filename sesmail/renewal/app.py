@@ -3,7 +3,7 @@
 Independent of Lambda's event shapes (``handlers/renewal.py`` translates function URL events to
 :class:`Request` and :class:`Response` back), so it can be served by anything.
 
-Every answer carries :data:`sesmail.pages.SECURITY_HEADERS`. What is refused, and how:
+Every answer carries :data:`sesmail.renewal.pages.SECURITY_HEADERS`. What is refused, and how:
 
 - any method but GET: 405 with ``Allow: GET``; any other path: 404;
 - an unknown mailbox (or one without ``gmailAddress``): 404, naming no mailbox that exists;
@@ -31,13 +31,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from sesmail import names, pages
-from sesmail.audit import write_audit_record
-from sesmail.http import HttpClient
-from sesmail.identity import IdentityClaims
-from sesmail.log import get_logger, register_secret
-from sesmail.mailboxes import Mailbox, queue_url_for
-from sesmail.renewal import google
+from sesmail import names
+from sesmail.renewal import google, pages
+from sesmail.renewal.audit import write_audit_record
 from sesmail.renewal.cookies import (
     CookieExpired,
     CookieSigner,
@@ -51,6 +47,7 @@ from sesmail.renewal.cookies import (
     set_cookie,
 )
 from sesmail.renewal.finish import ClientSource, Completion, Renewal, complete_renewal
+from sesmail.renewal.identity import IdentityClaims
 from sesmail.renewal.settings import (
     FLOW_COOKIE,
     FLOW_LIFETIME_SECONDS,
@@ -60,9 +57,12 @@ from sesmail.renewal.settings import (
     Secrets,
     Settings,
 )
-from sesmail.retry_run import queue_depth
-from sesmail.token_store import StoreFailed, prove_token
-from sesmail.tokens import RefreshToken, iso_utc
+from sesmail.renewal.token_store import StoreFailed, prove_token
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.log import get_logger, register_secret
+from sesmail.runtime.mailboxes import Mailbox, queue_url_for
+from sesmail.runtime.retry_run import queue_depth
+from sesmail.runtime.tokens import RefreshToken, iso_utc
 
 log = get_logger("sesmail.renewal")
 

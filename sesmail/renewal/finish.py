@@ -1,10 +1,10 @@
 """After a new token is proven: store it, publish its hours, audit, start the drain. Shared by both renewals.
 
-The refresh CLI (``sesmail.refresh``) and the renewal page do the same four steps after the
+The refresh CLI (``sesmail.cli.refresh``) and the renewal page do the same four steps after the
 proof by minting, so they live here once:
 
-1. store, all or nothing (:func:`sesmail.token_store.store_token`); a failure raises
-   (:class:`~sesmail.token_store.StoreFailed`) and nothing else happens;
+1. store, all or nothing (:func:`sesmail.renewal.token_store.store_token`); a failure raises
+   (:class:`~sesmail.renewal.token_store.StoreFailed`) and nothing else happens;
 2. publish ``TokenHoursUntilExpiration`` for the mailbox so its alarm clears now;
 3. write the audit record (who, which mailbox, which Google account, the versions; never the token);
 4. start the retry processor for the mailbox (``{"mailbox": m}``).
@@ -26,15 +26,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sesmail import names
-from sesmail.audit import write_audit_record
-from sesmail.retry_run import start_retry_processor
-from sesmail.token_metrics import hours_left, publish_token_hours
-from sesmail.token_store import ProvenToken, StoredToken, store_token
-from sesmail.tokens import RefreshToken, iso_utc
+from sesmail.renewal.audit import write_audit_record
+from sesmail.renewal.token_store import ProvenToken, StoredToken, store_token
+from sesmail.runtime.retry_run import start_retry_processor
+from sesmail.runtime.token_metrics import hours_left, publish_token_hours
+from sesmail.runtime.tokens import RefreshToken, iso_utc
 
 
 class ClientSource(Protocol):
-    """What :class:`sesmail.aws.AwsClients` offers: a botocore client per service name."""
+    """What :class:`sesmail.runtime.aws.AwsClients` offers: a botocore client per service name."""
 
     def get(self, service: str) -> Any: ...
 

@@ -1,6 +1,6 @@
 """Google's OAuth 2.0 flow for web-server applications, as the renewal page needs it.
 
-Standard library and :class:`sesmail.http.HttpClient` only (the Lambda ships no google-auth):
+Standard library and :class:`sesmail.runtime.http.HttpClient` only (the Lambda ships no google-auth):
 the authorization URL, the code exchange at the web client's ``token_uri`` (client id and secret
 in the form, the PKCE verifier, the same ``redirect_uri``), and the checks of the id token that
 decide whose token this is.
@@ -19,11 +19,11 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from sesmail import names
-from sesmail.errors import TransientError, classify
-from sesmail.http import HttpClient
-from sesmail.identity import IdentityClaims, IdTokenError
-from sesmail.log import register_secret
-from sesmail.tokens import ClientConfig, post_to_token_endpoint
+from sesmail.renewal.identity import IdentityClaims, IdTokenError
+from sesmail.runtime.errors import TransientError, classify
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.log import register_secret
+from sesmail.runtime.tokens import ClientConfig, post_to_token_endpoint
 
 EXCHANGE_TIMEOUT_SECONDS = 10.0
 #: Allowance for the clocks of Google and the Lambda host when judging an id token's ``exp``.

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sesmail import names
-from sesmail.log import register_secret
-from sesmail.mailboxes import MailboxTable
-from sesmail.tokens import ClientConfig, ClientConfigError
+from sesmail.runtime.log import register_secret
+from sesmail.runtime.mailboxes import MailboxTable
+from sesmail.runtime.tokens import ClientConfig, ClientConfigError
 
 # --- names ------------------------------------------------------------------------------------------
 # The public ones (function, parameters, environment variables, paths, audit names) live in

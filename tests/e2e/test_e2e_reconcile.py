@@ -26,7 +26,7 @@ import pytest
 from moto.core.utils import unix_time_millis
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
-import sesmail.reconcile
+import sesmail.runtime.reconcile
 from sesmail import names
 from sesmail.local.edges import AlarmView, Arrival, header, mailbox
 from sesmail.local.world import ENV, System, emf_counts, events, log_records
@@ -56,7 +56,7 @@ def _share_the_clock(system: System, monkeypatch: pytest.MonkeyPatch) -> Callabl
 
     * moto's S3 stamps ``LastModified`` with ``moto.s3.models.utcnow``: the simulated clock, so a
       stored message and its claim markers are as old as the scenario says.
-    * the reconcile's "now" (``sesmail.reconcile.datetime``) is the simulated clock.
+    * the reconcile's "now" (``sesmail.runtime.reconcile.datetime``) is the simulated clock.
     * moto's SQS stamps ``SentTimestamp`` and computes visibility with ``unix_time_millis``: the
       simulated clock *plus the real seconds since this call*. The simulated clock stands still
       between steps, and visibility needs time that moves: moto shows a message again only once
@@ -80,7 +80,7 @@ def _share_the_clock(system: System, monkeypatch: pytest.MonkeyPatch) -> Callabl
 
     monkeypatch.setattr(moto.s3.models, "utcnow", lambda: clock.now().astimezone(UTC).replace(tzinfo=None))
     monkeypatch.setattr(moto.sqs.models, "unix_time_millis", sqs_millis)
-    monkeypatch.setattr(sesmail.reconcile, "datetime", clock.datetime_class())
+    monkeypatch.setattr(sesmail.runtime.reconcile, "datetime", clock.datetime_class())
     return sqs_millis
 
 

@@ -17,7 +17,7 @@ import pytest
 from sesmail import names
 from sesmail.local.edges import Arrival, header, mailbox
 from sesmail.local.world import ENV, System, assert_no_secret_anywhere, emf_counts, events, log_records
-from sesmail.retry_processor import target_state
+from sesmail.runtime.retry_processor import target_state
 
 DAYS_OF_OUTAGE = 6
 MESSAGES_PER_DAY = 5

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sesmail import names
-from sesmail.infra.archive import REPO_ROOT, lambda_source_files, write_zip
+from sesmail.infra.archive import RENEWAL, REPO_ROOT, RUNTIME, lambda_source_files, write_zip
 from tests.infra.harness import ProgramRun
 
 PULUMI_IMPORT = re.compile(r"^\s*(import\s+pulumi|from\s+pulumi)\b", re.MULTILINE)
@@ -35,30 +35,53 @@ def test_no_selected_file_imports_pulumi() -> None:
 
 
 def test_selection_rules_on_a_synthetic_tree(tmp_path: Path) -> None:
+    """By inclusion: the handlers, names.py and sesmail/runtime/ (deep); nothing else under sesmail/."""
     for relative in (
         "handlers/__init__.py",
         "handlers/forwarder.py",
+        "handlers/renewal.py",
         "handlers/__pycache__/forwarder.cpython-312.pyc",
         "handlers/__pycache__/stale.py",
+        "handlers/helper.py",
+        "sesmail/__init__.py",
         "sesmail/names.py",
-        "sesmail/sub/module.py",
-        "sesmail/data.json",
-        "sesmail/infra/__init__.py",
-        "sesmail/infra/deep/component.py",
-        "sesmail/infrastructure_notes.py",
+        "sesmail/runtime/__init__.py",
+        "sesmail/runtime/deep/module.py",
+        "sesmail/runtime/data.json",
+        "sesmail/runtime/__pycache__/stale.py",
+        "sesmail/renewal/page.py",
+        "sesmail/cli/refresh.py",
+        "sesmail/infra/component.py",
+        "sesmail/stray.py",
         "tests/test_x.py",
         "__main__.py",
     ):
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x = 1\n", encoding="utf-8")
-    assert [name for name, _ in lambda_source_files(tmp_path)] == [
+    runtime = [
         "handlers/__init__.py",
         "handlers/forwarder.py",
-        "sesmail/infrastructure_notes.py",
+        "sesmail/__init__.py",
         "sesmail/names.py",
-        "sesmail/sub/module.py",
+        "sesmail/runtime/__init__.py",
+        "sesmail/runtime/deep/module.py",
     ]
+    assert [name for name, _ in lambda_source_files(tmp_path)] == runtime
+    assert [name for name, _ in lambda_source_files(tmp_path, program=RENEWAL)] == sorted(
+        [*runtime, "handlers/renewal.py", "sesmail/renewal/page.py"]
+    )
+
+
+def test_every_module_of_the_package_belongs_to_a_program_or_is_never_shipped() -> None:
+    """A new module under sesmail/ must be placed: in an archive, or in a package that never ships."""
+    never = ("sesmail/infra", "sesmail/cli", "sesmail/local", "sesmail/demo", "sesmail/refresh.py")
+    shipped = {name for program in (RUNTIME, RENEWAL) for name, _ in lambda_source_files(program=program)}
+    for path in sorted((REPO_ROOT / "sesmail").rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        if "__pycache__" in relative:
+            continue
+        assert relative in shipped or relative.startswith(never), relative
 
 
 def test_zip_holds_the_same_files_and_is_reproducible(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from sesmail import names
 from sesmail.infra.config import ConfigError, StackConfig
-from sesmail.mailboxes import MailboxTable
+from sesmail.runtime.mailboxes import MailboxTable
 from tests.infra.harness import ACCOUNT_ID, REGION, ProgramRun, run_program, stack_config, unsecret
 
 ENV = "test"

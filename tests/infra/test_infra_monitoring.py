@@ -18,13 +18,14 @@ from unittest.mock import patch
 
 import pytest
 
-import sesmail.reconcile
-from sesmail import canary, names, token_metrics, token_monitor
+import sesmail.runtime.reconcile
+from sesmail import names
 from sesmail.infra import log_queries, policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 from sesmail.infra.dashboard import dashboard_body, metric_lines
 from sesmail.infra.watched import Watched
 from sesmail.local.google import error_body
+from sesmail.runtime import canary, token_metrics, token_monitor
 from tests.conftest import World, sqs_record
 from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun, Registration
 
@@ -539,7 +540,7 @@ def run_forwarder(world: World, capsys: pytest.CaptureFixture[str]) -> list[dict
     world.handle(world.sqs_event(note))
     # Mail the inbound path never saw (its notification was lost), two days later: a reconcile finds it.
     world.store_mail("m-lost")
-    with patch.object(sesmail.reconcile, "datetime", days_ahead(2)):
+    with patch.object(sesmail.runtime.reconcile, "datetime", days_ahead(2)):
         world.handle({"source": names.RECONCILE_SOURCE, "mailbox": names.DEFAULT_MAILBOX})
     world.google.revoke(token)
     world.google.expire_access_tokens()

@@ -10,7 +10,7 @@ import pytest
 from sesmail import names
 from sesmail.infra.config import ConfigError, StackConfig
 from sesmail.infra.context import UnsupportedRegionError, check_receiving_region
-from sesmail.verdicts import AuthFailures
+from sesmail.runtime.verdicts import AuthFailures
 from tests.infra.harness import run_program, stack_config
 from tests.rules import asl
 

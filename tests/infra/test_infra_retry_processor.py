@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.retry_processor import MailboxQueues, build_definition
+from sesmail.runtime.retry_processor import MailboxQueues, build_definition
 from tests.infra.harness import ACCOUNT_ID, PARTITION, REGION, STACK, ProgramRun
 from tests.infra.mailbox_stacks import THREE_MAILBOXES, THREE_WITHOUT_DEFAULT, run_with_mailboxes
 from tests.infra.policy_doc import allows, as_list, grants, queue_arn, statements

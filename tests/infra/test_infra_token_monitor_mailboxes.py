@@ -20,7 +20,7 @@ from sesmail.infra.context import AwsContext
 from sesmail.infra.retry import Retry
 from sesmail.infra.token_monitor import TokenMonitor
 from sesmail.infra.tokens import Tokens
-from sesmail.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
 from tests.infra.harness import (
     ACCOUNT_ID,
     PARTITION,

@@ -38,7 +38,7 @@ from sesmail.local.operator import (
     LiveCli,
     RefreshFakeGoogle,
 )
-from sesmail.retry_processor import DELIVERED, FAILED
+from sesmail.runtime.retry_processor import DELIVERED, FAILED
 
 __all__ = [
     "ACCOUNT",

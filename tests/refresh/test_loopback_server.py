@@ -19,8 +19,10 @@ import pytest
 from oauthlib.oauth2 import WebApplicationClient
 from oauthlib.oauth2.rfc6749 import errors as oe
 
-from sesmail import names, oauth_flow, pages
-from sesmail.refresh_errors import RefreshFailed
+from sesmail import names
+from sesmail.cli import oauth_flow
+from sesmail.cli.errors import RefreshFailed
+from sesmail.renewal import pages
 
 STATE = "the-state-this-run-sent"
 

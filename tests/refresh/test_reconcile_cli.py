@@ -2,7 +2,7 @@
 
 The CLI runs as an operator runs it (a subprocess against moto's server), through
 ``tests.rules.aws_calls`` so every AWS call it makes is recorded, with its planning clock
-(``sesmail.reconcile_cli._now``) moved ahead: moto stamps every object "now", and the planner
+(``sesmail.cli.reconcile._now``) moved ahead: moto stamps every object "now", and the planner
 leaves mail younger than ``names.RECONCILE_MIN_AGE_SECONDS`` alone.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.reconcile import Owed, Plan, Stored
-from sesmail.reconcile_cli import LISTED_MAX, plan_lines
-from sesmail.refresh import Console, _Run, main
-from sesmail.refresh_errors import ErrorContext
+from sesmail.cli.errors import ErrorContext
+from sesmail.cli.reconcile import LISTED_MAX, plan_lines
+from sesmail.cli.refresh import Console, _Run, main
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.reconcile import Owed, Plan, Stored
 from tests.refresh.harness import (
     ACCOUNT,
     CLI,
@@ -48,9 +48,9 @@ READS = {"sts:GetCallerIdentity", "ssm:GetParameter", "s3:ListObjectsV2", "s3:Ge
 _LATER = """\
 import runpy, sys
 from datetime import UTC, datetime, timedelta
-import sesmail.reconcile_cli
+import sesmail.cli.reconcile
 ahead = timedelta(days=float(sys.argv.pop(1)))
-sesmail.reconcile_cli._now = lambda: datetime.now(UTC) + ahead
+sesmail.cli.reconcile._now = lambda: datetime.now(UTC) + ahead
 runpy.run_module("tests.rules.aws_calls", run_name="__main__", alter_sys=True)
 """
 
@@ -268,8 +268,8 @@ def test_the_reconcile_starts_one_retry_processor_per_mailbox_owed_mail(
     assert result.returncode == 0, result.stderr
     assert len(listed(result)) == 3
     assert execution_inputs(deployed) == [
-        {"trigger": "sesmail.refresh", names.RETRY_MAILBOX_KEY: "alice"},
-        {"trigger": "sesmail.refresh", names.RETRY_MAILBOX_KEY: "default"},
+        {"trigger": "sesmail.cli.refresh", names.RETRY_MAILBOX_KEY: "alice"},
+        {"trigger": "sesmail.cli.refresh", names.RETRY_MAILBOX_KEY: "default"},
     ]
     for execution in deployed.executions():
         assert f": {execution['executionArn']}" in result.stdout
@@ -288,7 +288,7 @@ def test_a_mailbox_owed_nothing_gets_no_retry_processor(deployed: Cloud, cli: Cl
     result, _ = recorded(cli, tmp_path / "calls.jsonl", reconcile_argv())
 
     assert result.returncode == 0, result.stderr
-    assert execution_inputs(deployed) == [{"trigger": "sesmail.refresh", names.RETRY_MAILBOX_KEY: "default"}]
+    assert execution_inputs(deployed) == [{"trigger": "sesmail.cli.refresh", names.RETRY_MAILBOX_KEY: "default"}]
     assert "Not started for mailbox 'alice': nothing is owed to it." in result.stdout
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from sesmail import names
-from sesmail.mailboxes import Mailbox, MailboxTable
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
 from tests.refresh.harness import ENV, Cli, Cloud, RefreshFakeGoogle
 
 ALICE = "alice@gmail.com"

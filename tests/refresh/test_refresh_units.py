@@ -14,15 +14,15 @@ from botocore.exceptions import ClientError, NoRegionError, ProfileNotFound
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError
-from sesmail.http import HttpClient
-from sesmail.oauth_flow import InsecureClientUri
-from sesmail.refresh_errors import ErrorContext, explain
+from sesmail.cli.errors import ErrorContext, explain
+from sesmail.cli.oauth_flow import InsecureClientUri
 from sesmail.renewal.finish import Renewal, complete_renewal
-from sesmail.retry_run import TRIGGER
-from sesmail.token_metrics import hours_left
-from sesmail.token_store import ProvenToken, StoredToken, StoreFailed, prove_token, store_token
-from sesmail.tokens import ClientConfig, RefreshToken, TokenExpiry
+from sesmail.renewal.token_store import ProvenToken, StoredToken, StoreFailed, prove_token, store_token
+from sesmail.runtime.errors import MailboxRefusedError
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.retry_run import TRIGGER
+from sesmail.runtime.token_metrics import hours_left
+from sesmail.runtime.tokens import ClientConfig, RefreshToken, TokenExpiry
 from tests.refresh.harness import CALLER_ARN, ENV, PARAMETERS, Cloud, RefreshFakeGoogle, deploy_stack
 
 CTX = ErrorContext(env=ENV, port=8080)
@@ -188,7 +188,7 @@ def test_explain(make: Callable[[], BaseException], expected: str) -> None:
 
 
 def test_lifetime_default_comes_from_the_stack_file(tmp_path: Path) -> None:
-    from sesmail.refresh_args import stack_token_lifetime_days
+    from sesmail.cli.args import stack_token_lifetime_days
 
     assert stack_token_lifetime_days("test", tmp_path) == names.TESTING_TOKEN_LIFETIME_DAYS  # no stack file
     (tmp_path / "Pulumi.test.yaml").write_text("config:\n  ses-mail:tokenLifetimeDays: 3\n")
@@ -201,6 +201,6 @@ def test_lifetime_default_comes_from_the_stack_file(tmp_path: Path) -> None:
 
 
 def test_explicit_lifetime_days_wins_over_the_stack_file() -> None:
-    from sesmail.refresh_args import parse_args
+    from sesmail.cli.args import parse_args
 
     assert parse_args(["--env", "test", "--lifetime-days", "2"]).lifetime_days == 2

@@ -12,8 +12,8 @@ import pytest
 from moto import mock_aws
 
 from sesmail import names
-from sesmail.retry_processor import DELIVERED, FAILED
-from sesmail.retry_run import (
+from sesmail.runtime.retry_processor import DELIVERED, FAILED
+from sesmail.runtime.retry_run import (
     RUNNING,
     TRIGGER,
     cached_mailbox_of,

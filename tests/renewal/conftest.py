@@ -41,9 +41,9 @@ from sesmail.local.function_url import (
     is_callback,
 )
 from sesmail.local.google import DEFAULT_ACCOUNT, FakeGoogle
-from sesmail.mailboxes import Mailbox, MailboxTable
-from sesmail.pages import SECURITY_HEADERS
+from sesmail.renewal.pages import SECURITY_HEADERS
 from sesmail.renewal.settings import FLOW_COOKIE, RESULT_COOKIE
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable
 
 ENV = "test"
 REGION = "us-east-1"

@@ -17,8 +17,8 @@ import pytest
 from moto import mock_aws
 
 import handlers.renewal
-from sesmail import names, pages
-from sesmail.identity import IdentityClaims
+from sesmail import names
+from sesmail.renewal import pages
 from sesmail.renewal.app import console_execution_url
 from sesmail.renewal.cookies import (
     CookieExpired,
@@ -38,9 +38,10 @@ from sesmail.renewal.google import (
     REFUSED_OTHER_ACCOUNT,
     identity_problem,
 )
+from sesmail.renewal.identity import IdentityClaims
 from sesmail.renewal.settings import NotConfigured, Settings
-from sesmail.token_store import ProvenToken
-from sesmail.tokens import ClientConfig, RefreshToken
+from sesmail.renewal.token_store import ProvenToken
+from sesmail.runtime.tokens import ClientConfig, RefreshToken
 from tests.renewal.conftest import (
     ENV,
     FUNCTION_DOMAIN,

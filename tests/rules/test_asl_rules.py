@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.retry_processor import MailboxQueues, build_definition
+from sesmail.runtime.retry_processor import MailboxQueues, build_definition
 from tests.infra.harness import PARTITION, ProgramRun, run_program
 from tests.infra.mailbox_stacks import THREE_MAILBOXES, THREE_WITHOUT_DEFAULT, run_with_mailboxes
 from tests.rules import asl

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.token_store import ProvenToken, StoreFailed, store_token
-from sesmail.tokens import ClientConfig, RefreshToken
+from sesmail.renewal.token_store import ProvenToken, StoreFailed, store_token
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.tokens import ClientConfig, RefreshToken
 from tests.refresh.harness import (
     ACCOUNT,
     ENV,

@@ -1,7 +1,7 @@
 """Small, mobile-first HTML pages without JavaScript, and the security headers they are served with.
 
 The renewal page (``handlers/renewal.py``) renders every answer with :func:`render`, and so does
-the refresh CLI's loopback outcome page (``sesmail.oauth_flow``): one look, one set of headers.
+the refresh CLI's loopback outcome page (``sesmail.cli.oauth_flow``): one look, one set of headers.
 
 Every text is escaped; links are same-site paths or ``https`` URLs only. The one inline
 ``<style>`` is allowed by its hash in the Content-Security-Policy, so the policy needs neither

@@ -18,7 +18,7 @@ ETag and ``If-Match`` could not tell them apart. A failed import *releases* the 
 overwriting it (``state: released``); nothing is ever deleted (the forwarder's role may not).
 
 Races surface as S3 errors that the one classifier would misread: a lost ``If-Match`` on a claim
-that vanished meanwhile is ``NoSuchKey``, which :func:`sesmail.errors.classify` calls permanent
+that vanished meanwhile is ``NoSuchKey``, which :func:`sesmail.runtime.errors.classify` calls permanent
 (right for a missing *message*, wrong for a claim). So ``PreconditionFailed`` (412),
 ``ConditionalRequestConflict`` (409: another conditional write to the key is in progress) and
 ``NoSuchKey`` on claim keys become :class:`ClaimLostError`, a :class:`TransientError`; every other
@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sesmail import names
-from sesmail.errors import MalformedEventError, PermanentError, TransientError
+from sesmail.runtime.errors import MalformedEventError, PermanentError, TransientError
 
 ClaimState = Literal["claimed", "released", "delivered"]
 _STATES: frozenset[str] = frozenset({"claimed", "released", "delivered"})

@@ -27,7 +27,7 @@ the real thing:
 - the callback is answered with a 303 to a code-free ``/done`` page on the same server, so the
   code stays in neither the tab's URL, its history, nor a ``Referer``; the page says what
   happened: received, consent denied, not our request (state mismatch), or an error from Google.
-  It is rendered by :mod:`sesmail.pages`, so it looks like the phone renewal page and is served
+  It is rendered by :mod:`sesmail.renewal.pages`, so it looks like the phone renewal page and is served
   with the same security headers (``no-store``, ``no-referrer``, a CSP that allows only its
   style). The terminal still has the final word: the code exchange happens after the page is
   shown. The server stays up a few seconds after the answer so the browser can fetch that page
@@ -58,10 +58,11 @@ from google_auth_oauthlib.flow import InstalledAppFlow
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
-from sesmail import names, pages
-from sesmail.identity import IdentityClaims, IdTokenError
-from sesmail.log import redact, register_secret
-from sesmail.refresh_errors import GOOGLE_PERMISSIONS_URL, RefreshFailed
+from sesmail import names
+from sesmail.cli.errors import GOOGLE_PERMISSIONS_URL, RefreshFailed
+from sesmail.renewal import pages
+from sesmail.renewal.identity import IdentityClaims, IdTokenError
+from sesmail.runtime.log import redact, register_secret
 
 TOKEN_REQUEST_TIMEOUT_SECONDS = 30.0
 #: How long one connection may take to send its request. Each connection has its own thread, so
@@ -145,7 +146,7 @@ def _require_https(section: Mapping[str, Any]) -> None:
 
 
 _BACK = "Return to your terminal"
-#: The outcome pages, in the renewal page's look (:mod:`sesmail.pages`); every text is plain and escaped.
+#: The outcome pages, in the renewal page's look (:mod:`sesmail.renewal.pages`); every text is plain and escaped.
 _PAGES: dict[str, pages.Page] = {
     OUTCOME_RECEIVED: pages.Page(
         "ses-mail: renewal received",

@@ -16,7 +16,7 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 from sesmail import names
-from sesmail.errors import (
+from sesmail.runtime.errors import (
     GMAIL_INVALID_LABEL,
     MailboxRefusedError,
     PermanentError,
@@ -25,8 +25,8 @@ from sesmail.errors import (
     classify,
     classify_gmail_answer,
 )
-from sesmail.http import HttpClient, Response, parse_retry_after
-from sesmail.tokens import AccessTokenProvider
+from sesmail.runtime.http import HttpClient, Response, parse_retry_after
+from sesmail.runtime.tokens import AccessTokenProvider
 
 UPLOAD_TIMEOUT_SECONDS = 60.0
 
@@ -46,7 +46,7 @@ def labels_for(is_spam: bool, extra: Sequence[str] = ()) -> list[str]:
 
 
 class LabelIds(Protocol):
-    """Turns configured label names or ids into the ids an import carries (:mod:`sesmail.labels`)."""
+    """Turns configured label names or ids into the ids an import carries (:mod:`sesmail.runtime.labels`)."""
 
     def resolve(self, labels: Sequence[str]) -> list[str]: ...
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import MalformedEventError
-from sesmail.verdicts import FAIL, Verdicts
+from sesmail.runtime.errors import MalformedEventError
+from sesmail.runtime.verdicts import FAIL, Verdicts
 
 #: SES sends this once when a topic is attached; it carries no mail.
 SUBSCRIPTION_NOTICE = "AmazonSnsSubscriptionSucceeded"
@@ -37,7 +37,7 @@ class MailNotification:
 
     @property
     def is_spam(self) -> bool:
-        """SES's spam or virus verdict is FAIL (sender authentication aside: see :mod:`sesmail.verdicts`)."""
+        """SES's spam or virus verdict is FAIL (sender authentication aside: see :mod:`sesmail.runtime.verdicts`)."""
         return FAIL in (self.verdicts.spam, self.verdicts.virus)
 
     def to_json(self) -> str:

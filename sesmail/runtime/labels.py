@@ -14,7 +14,7 @@ answers 409 "Label name exists or conflicts". The same 409 answers a create that
 with another container creating the same label, so a 409 re-lists and takes the existing id:
 a missing label is created once, whoever gets there first.
 
-Every other non-2xx answer is classified by :func:`sesmail.errors.classify_gmail_answer`; a
+Every other non-2xx answer is classified by :func:`sesmail.runtime.errors.classify_gmail_answer`; a
 refused scope (403 ``insufficientPermissions``) additionally says how to grant it.
 """
 
@@ -26,13 +26,13 @@ import threading
 from collections.abc import Sequence
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError, SesMailError, TransientError, classify
-from sesmail.gmail import answer_error, answer_reasons, authorized
-from sesmail.http import HttpClient, Response
-from sesmail.log import get_logger
-from sesmail.tokens import AccessTokenProvider
+from sesmail.runtime.errors import MailboxRefusedError, SesMailError, TransientError, classify
+from sesmail.runtime.gmail import answer_error, answer_reasons, authorized
+from sesmail.runtime.http import HttpClient, Response
+from sesmail.runtime.log import get_logger
+from sesmail.runtime.tokens import AccessTokenProvider
 
-log = get_logger("sesmail.labels")
+log = get_logger("sesmail.runtime.labels")
 
 LABELS_TIMEOUT_SECONDS = 30.0
 #: Google's reason for a token that lacks the method's scope (here: gmail.labels).
@@ -153,7 +153,7 @@ class LabelResolver:
     # --- HTTP ------------------------------------------------------------------------------------
 
     def _call(self, method: str, body: dict[str, str] | None) -> Response:
-        """One labels call under :func:`sesmail.gmail.authorized` (a 401 mints once more); 409 is the caller's.
+        """One labels call under :func:`sesmail.runtime.gmail.authorized` (a 401 mints once more); 409 is the caller's.
 
         A missing scope is tried once more if the stored token changed meanwhile: the operator
         renews to grant it, and this warm container would otherwise keep its old grant.

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import (
+from sesmail.runtime.errors import (
     MailboxRefusedError,
     PermanentError,
     TokenExpiredError,
@@ -24,10 +24,10 @@ from sesmail.errors import (
     TransientError,
     classify,
 )
-from sesmail.http import HttpClient, Response, parse_retry_after
-from sesmail.log import get_logger, register_secret
+from sesmail.runtime.http import HttpClient, Response, parse_retry_after
+from sesmail.runtime.log import get_logger, register_secret
 
-log = get_logger("sesmail.tokens")
+log = get_logger("sesmail.runtime.tokens")
 
 TOKEN_TIMEOUT_SECONDS = 10.0
 # Token-endpoint errors that mean "these credentials will not work until a human acts".

@@ -1,6 +1,6 @@
 """Deliver one stored message to Gmail, at most once per (message, mailbox), even concurrently.
 
-The idempotency record is a delivery claim (:mod:`sesmail.claims`): ``claims/{messageId}/{mailbox}``
+The idempotency record is a delivery claim (:mod:`sesmail.runtime.claims`): ``claims/{messageId}/{mailbox}``
 in the mail bucket, created with a conditional write before the import and completed with the
 Gmail id after it. Objects delivered before claims existed carry the ``gmail-message-id`` tag
 instead; that tag is still read (only when GetObject's ``TagCount`` says the object has tags), so
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sesmail import names
-from sesmail.claims import AlreadyDelivered, Claim, ClaimLostError, ClaimStore
-from sesmail.errors import SesMailError, TransientError, classify
-from sesmail.events import MailNotification
-from sesmail.gmail import BodyOpener, GmailImporter, ImportedMessage, labels_for
-from sesmail.log import get_logger
-from sesmail.verdicts import HEADER_PEEK_BYTES, AuthFailures, Placement, Verdicts, place
+from sesmail.runtime.claims import AlreadyDelivered, Claim, ClaimLostError, ClaimStore
+from sesmail.runtime.errors import SesMailError, TransientError, classify
+from sesmail.runtime.events import MailNotification
+from sesmail.runtime.gmail import BodyOpener, GmailImporter, ImportedMessage, labels_for
+from sesmail.runtime.log import get_logger
+from sesmail.runtime.verdicts import HEADER_PEEK_BYTES, AuthFailures, Placement, Verdicts, place
 
-log = get_logger("sesmail.delivery")
+log = get_logger("sesmail.runtime.delivery")
 
 CHUNK_BYTES = 256 * 1024
 

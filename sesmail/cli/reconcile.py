@@ -1,6 +1,6 @@
 """``python -m sesmail.refresh --env ENV --reconcile``: deliver the stored mail no queue will.
 
-The plan is :class:`sesmail.reconcile.Planner`'s, made from the mail bucket (two LIST sweeps, and
+The plan is :class:`sesmail.runtime.reconcile.Planner`'s, made from the mail bucket (two LIST sweeps, and
 one ranged GET per message the forwarder never saw) for every mailbox of the stack's table, or the
 one ``--mailbox`` names. It is printed for a human, oldest first, with why each (message, mailbox)
 is owed; ``--dry-run`` stops there, having written and started nothing. Otherwise the retry
@@ -9,7 +9,7 @@ first (the forwarder delivers from the bucket, through the claims, so nothing is
 and then drains its retry queue. ``--wait`` follows the executions, one after another.
 
 The CLI's plumbing (AWS clients, the caller's identity, the mailbox table, the wording of errors)
-is :mod:`sesmail.refresh`'s; this module plans, words the plan and starts the executions.
+is :mod:`sesmail.cli.refresh`'s; this module plans, words the plan and starts the executions.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.mailboxes import MailboxTable
-from sesmail.reconcile import Owed, Plan, Planner
-from sesmail.refresh_errors import ErrorContext, RefreshFailed, explain
-from sesmail.retry_run import (
+from sesmail.cli.errors import ErrorContext, RefreshFailed, explain
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.mailboxes import MailboxTable
+from sesmail.runtime.reconcile import Owed, Plan, Planner
+from sesmail.runtime.retry_run import (
     TRIGGER,
     Outcome,
     Say,

@@ -2,7 +2,7 @@
 
 SES's S3 action stores every message it accepts as ``inbound/{messageId}``; the forwarder learns of
 it from SES's notification, which carries the envelope recipients (``receipt.recipients``) that
-:meth:`MailboxTable.route <sesmail.mailboxes.MailboxTable.route>` routes by. A message whose
+:meth:`MailboxTable.route <sesmail.runtime.mailboxes.MailboxTable.route>` routes by. A message whose
 notification never arrived (a broken SNS→SQS subscription, say) has only its stored bytes, so the
 reconcile reads the header block at their start:
 
@@ -19,7 +19,7 @@ reconcile reads the header block at their start:
   configured recipients) or, without one, nowhere: :func:`route_stored` returns ``()`` and the caller
   reports the message as unroutable.
 
-Standard library only (plus :mod:`sesmail.mailboxes`): this module ships in the Lambda archive.
+Standard library only (plus :mod:`sesmail.runtime.mailboxes`): this module ships in the Lambda archive.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 
-from sesmail.mailboxes import MailboxTable
+from sesmail.runtime.mailboxes import MailboxTable
 
 #: The end of the header block: the first empty line.
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")

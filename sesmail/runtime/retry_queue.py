@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import SesMailError
+from sesmail.runtime.errors import SesMailError
 
 #: SQS caps a message at 256 KiB including attributes; keep reasons well inside that.
 MAX_REASON_CHARS = 1000

@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sesmail import names
-from sesmail.retry_processor import DELIVERED, FAILED, RECONCILED
+from sesmail.runtime.retry_processor import DELIVERED, FAILED, RECONCILED
 
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
 #: What the execution input says about who started it (the processor drains the queue regardless).
-TRIGGER = "sesmail.refresh"
+TRIGGER = "sesmail.cli.refresh"
 #: How many of the newest executions to search for a successor (handovers start it just before ending).
 _SUCCESSOR_SEARCH = 20
 

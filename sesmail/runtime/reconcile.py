@@ -13,12 +13,12 @@ two LIST sweeps, never a GET per message:
 A (message, mailbox) is **owed** when it is older than RECONCILE_MIN_AGE_SECONDS (the inbound path
 may still be on it), not settled, and not in a queue. Which mailboxes a message is for comes from
 its claims; for a message the forwarder never saw (no key under ``claims/`` at all) from the
-headers SES stored (:mod:`sesmail.stored_recipients`), one ranged GET each.
+headers SES stored (:mod:`sesmail.runtime.stored_recipients`), one ranged GET each.
 
 What the plan cannot know: a mailbox the forwarder never even started on while it settled
 another mailbox of the same message (it claims one mailbox after another), when the inbound
 message was then lost as well. Delivery goes through the forwarder's normal path
-(:class:`sesmail.forwarder.Forwarder`), so the claims keep a reconcile racing a drain, the
+(:class:`sesmail.runtime.forwarder.Forwarder`), so the claims keep a reconcile racing a drain, the
 inbound path or another reconcile from importing anything twice.
 
 Runtime code: the standard library only; the S3 client is handed in. The operator's
@@ -34,10 +34,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sesmail import names
-from sesmail.events import SETUP_NOTIFICATION_ID
-from sesmail.mailboxes import MailboxTable
-from sesmail.stored_recipients import StoredRecipients, route_stored, stored_recipients
-from sesmail.verdicts import HEADER_PEEK_BYTES
+from sesmail.runtime.events import SETUP_NOTIFICATION_ID
+from sesmail.runtime.mailboxes import MailboxTable
+from sesmail.runtime.stored_recipients import StoredRecipients, route_stored, stored_recipients
+from sesmail.runtime.verdicts import HEADER_PEEK_BYTES
 
 
 @dataclass(frozen=True)

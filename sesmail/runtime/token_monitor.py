@@ -45,10 +45,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError, SesMailError, TokenExpiredError, TokenNotConfiguredError, classify
-from sesmail.http import HttpClient
-from sesmail.log import get_logger
-from sesmail.retry_run import (
+from sesmail.runtime.errors import (
+    MailboxRefusedError,
+    SesMailError,
+    TokenExpiredError,
+    TokenNotConfiguredError,
+    classify,
+)
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.log import get_logger
+from sesmail.runtime.retry_run import (
     MailboxOf,
     cached_mailbox_of,
     inputs_tell_mailboxes_apart,
@@ -57,10 +63,10 @@ from sesmail.retry_run import (
     start_retry_processor,
     visible_messages,
 )
-from sesmail.token_metrics import hours_left, mailbox_dimensions
-from sesmail.tokens import AccessTokenProvider, ParameterReader, RefreshTokenError, TokenExpiry
+from sesmail.runtime.token_metrics import hours_left, mailbox_dimensions
+from sesmail.runtime.tokens import AccessTokenProvider, ParameterReader, RefreshTokenError, TokenExpiry
 
-log = get_logger("sesmail.token_monitor")
+log = get_logger("sesmail.runtime.token_monitor")
 
 #: Keys of the expiry JSON that say when the token dies (``null`` in both means "never").
 _EXPIRY_KEYS = frozenset({"expires_at", "expires_at_epoch"})

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sesmail import names
-from sesmail.tokens import TokenExpiry
+from sesmail.runtime.tokens import TokenExpiry
 
 
 def hours_left(expiry: TokenExpiry, now: datetime | None = None) -> float:

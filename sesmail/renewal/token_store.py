@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sesmail import names
-from sesmail.http import HttpClient
-from sesmail.tokens import ClientConfig, RefreshToken, mint_access_token
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.tokens import ClientConfig, RefreshToken, mint_access_token
 
 SECURE = "SecureString"
 PLAIN = "String"

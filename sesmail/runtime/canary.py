@@ -26,10 +26,10 @@ from email.utils import format_datetime
 from typing import Any
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.log import get_logger, register_secret
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.log import get_logger, register_secret
 
-log = get_logger("sesmail.canary")
+log = get_logger("sesmail.runtime.canary")
 
 #: The header format's version; the first field of the header and of the signed text.
 VERSION = "v1"

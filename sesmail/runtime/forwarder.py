@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sesmail import names
-from sesmail.aws import AwsClients
-from sesmail.canary import CanaryKeyError, KeyCache, recognise
-from sesmail.claims import ClaimHeldError, ClaimStore
-from sesmail.delivery import Deliverer, Delivery, MessageStore
-from sesmail.errors import (
+from sesmail.runtime.aws import AwsClients
+from sesmail.runtime.canary import CanaryKeyError, KeyCache, recognise
+from sesmail.runtime.claims import ClaimHeldError, ClaimStore
+from sesmail.runtime.delivery import Deliverer, Delivery, MessageStore
+from sesmail.runtime.errors import (
     FailureClass,
     MailboxRefusedError,
     MalformedEventError,
@@ -37,7 +37,7 @@ from sesmail.errors import (
     TransientError,
     classify,
 )
-from sesmail.events import (
+from sesmail.runtime.events import (
     MailNotification,
     SqsRecord,
     not_mail,
@@ -46,18 +46,18 @@ from sesmail.events import (
     notification_from_sqs_body,
     parse_notification,
 )
-from sesmail.gmail import GmailImporter
-from sesmail.http import HttpClient
-from sesmail.labels import LabelResolver
-from sesmail.log import bound, get_logger
-from sesmail.mailboxes import Mailbox, MailboxTable, Routing, queue_url_for
-from sesmail.metrics import emit_counts
-from sesmail.reconcile import Owed, Planner, notification_for
-from sesmail.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
-from sesmail.tokens import AccessTokenProvider
-from sesmail.verdicts import AuthFailures
+from sesmail.runtime.gmail import GmailImporter
+from sesmail.runtime.http import HttpClient
+from sesmail.runtime.labels import LabelResolver
+from sesmail.runtime.log import bound, get_logger
+from sesmail.runtime.mailboxes import Mailbox, MailboxTable, Routing, queue_url_for
+from sesmail.runtime.metrics import emit_counts
+from sesmail.runtime.reconcile import Owed, Planner, notification_for
+from sesmail.runtime.retry_queue import MAX_REASON_CHARS, park_for_retry, send_to_dlq
+from sesmail.runtime.tokens import AccessTokenProvider
+from sesmail.runtime.verdicts import AuthFailures
 
-log = get_logger("sesmail.forwarder")
+log = get_logger("sesmail.runtime.forwarder")
 
 #: When a context gives no remaining time (local runs), assume this much.
 DEFAULT_INVOCATION_SECONDS = 60.0

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sesmail import names
-from sesmail.errors import MailboxRefusedError, SesMailError, TokenExpiredError
-from sesmail.token_store import StoreFailed
-from sesmail.tokens import ClientConfigError
+from sesmail.renewal.token_store import StoreFailed
+from sesmail.runtime.errors import MailboxRefusedError, SesMailError, TokenExpiredError
+from sesmail.runtime.tokens import ClientConfigError
 
 #: Where a user withdraws an app's access, which makes Google issue a refresh token again.
 GOOGLE_PERMISSIONS_URL = "https://myaccount.google.com/permissions"
