@@ -8,7 +8,12 @@ state, which sets ``$.target`` (its name, retry queue URL, DLQ URL and renewal c
 later state reads the queues from there, and the Fail causes name the mailbox. Executions for
 different mailboxes therefore run side by side without knowing of each other.
 
-It drains the mailbox's whole retry queue, batch after batch, until a receive comes back empty:
+It first reconciles the mailbox (not in a successor): the forwarder, invoked with
+``{"source": "reconcile", "mailbox": NAME}``, delivers what the mail bucket says is owed and no
+queue holds (:mod:`sesmail.runtime.reconcile`), again while it answers ``partial``; its count is
+the totals' ``reconciled``; a dead token, a refused mailbox or the quota stop it as below, and any
+other failure of it leaves the drain to run. Then it drains the mailbox's whole retry queue,
+batch after batch, until a receive comes back empty:
 
     Receive (<= 10) -> Map (bounded concurrency) over the messages:
         invoke the forwarder {"source": "retry-processor", "notification": <body>, "mailbox": NAME}
@@ -163,19 +168,7 @@ def build_definition(
             "Reconcile": _reconcile(arn, forwarder_function),
             # An answer without a count (a forwarder older than the machine, say) is not counted,
             # and never a States.Runtime failure: the drain runs regardless.
-            "CheckReconciled": {
-                "Type": "Choice",
-                "Choices": [
-                    {
-                        "And": [
-                            {"Variable": _RECONCILED_PATH, "IsPresent": True},
-                            {"Variable": _RECONCILED_PATH, "IsNumeric": True},
-                        ],
-                        "Next": "CountReconciled",
-                    }
-                ],
-                "Default": "Receive",
-            },
+            "CheckReconciled": _when_present(_RECONCILED_PATH, {"IsNumeric": True}, "CountReconciled", "Receive"),
             "CountReconciled": {
                 "Type": "Pass",
                 "Parameters": {
@@ -189,19 +182,9 @@ def build_definition(
                 "ResultPath": "$",
                 "Next": "MoreToReconcile",
             },
-            "MoreToReconcile": {
-                "Type": "Choice",
-                "Choices": [
-                    {
-                        "And": [
-                            {"Variable": _RECONCILE_STATUS_PATH, "IsPresent": True},
-                            {"Variable": _RECONCILE_STATUS_PATH, "StringEquals": RECONCILE_PARTIAL},
-                        ],
-                        "Next": "Reconcile",
-                    }
-                ],
-                "Default": "Receive",
-            },
+            "MoreToReconcile": _when_present(
+                _RECONCILE_STATUS_PATH, {"StringEquals": RECONCILE_PARTIAL}, "Reconcile", "Receive"
+            ),
             # The drain still runs: the forwarder's log and errors alarm say why the reconcile failed.
             "ReconcileFailed": {"Type": "Pass", "ResultPath": None, "Next": "Receive"},
             "Receive": _receive(arn),
@@ -478,6 +461,16 @@ def _deliver_batch(arn: _Integrations, function: str) -> dict[str, Any]:
             _catch(["States.ALL"], "PublishMetricsFailed"),
         ],
         "Next": "Tally",
+    }
+
+
+def _when_present(path: str, rule: dict[str, Any], next_state: str, default: str) -> dict[str, Any]:
+    """A Choice that applies ``rule`` to ``path`` only when the path is present: comparing an
+    absent one is a States.Runtime failure, which no Catch can handle."""
+    return {
+        "Type": "Choice",
+        "Choices": [{"And": [{"Variable": path, "IsPresent": True}, {"Variable": path, **rule}], "Next": next_state}],
+        "Default": default,
     }
 
 
