@@ -5,7 +5,7 @@
     .venv/bin/python -m benchmarks.run_all --smoke   # tiny sizes, well under a minute
 
 Each measure also runs alone: ``python -m benchmarks.<name> [--smoke]`` with ``<name>`` one of
-cold_start, archive_size, memory, token_calls, drain, throughput, reconcile. Without the reference
+cold_start, archive_size, memory, token_calls, drain, throughput, reconcile, cost. Without the reference
 virtualenv the smoke run leaves the reference out; a full run requires it.
 The benchmarks run one after another, never in parallel: they share the machine's two cores.
 """
@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import archive_size, cold_start, common, drain, memory, reconcile, throughput, token_calls
+from benchmarks import archive_size, cold_start, common, cost, drain, memory, reconcile, throughput, token_calls
 
 MEASURES: dict[str, Callable[[bool], common.Summary]] = {
     "cold_start": cold_start.run,
@@ -28,6 +28,7 @@ MEASURES: dict[str, Callable[[bool], common.Summary]] = {
     "drain": drain.run,
     "throughput": throughput.run,
     "reconcile": reconcile.run,
+    "cost": cost.run,
 }
 
 

@@ -30,7 +30,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 "$VENV/bin/ruff" check .
-"$VENV/bin/mypy" sesmail handlers
+"$VENV/bin/mypy" sesmail handlers docs/render_flow.py
 
 set +e
 # -n auto: one pytest worker per core (pytest-xdist); every test is independent of the others.

@@ -1,6 +1,6 @@
 """The benchmarks still run: ``python -m benchmarks.run_all --smoke`` at tiny sizes.
 
-The figures come from full runs (README, "Performance"); this only keeps the scripts from
+The figures come from full runs (docs/performance.md); this only keeps the scripts from
 rotting as the code they measure changes. The reference forwarder takes part only where its
 own virtualenv exists (``bash benchmarks/setup.sh``), never in CI.
 """

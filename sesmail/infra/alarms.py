@@ -73,7 +73,7 @@ def with_renewal_link(description: str, renewal_url: str | None, mailbox: str, *
     else:
         text = (
             f"{description} To renew from a phone instead, set this mailbox's gmailAddress in the stack "
-            "config (README: Renew from your phone)."
+            "config (docs/operations.md: Renew from your phone)."
         )
     if len(text) > MAX_DESCRIPTION_CHARS:
         raise ValueError(f"alarm description of mailbox {mailbox!r} is {len(text)} characters; CloudWatch allows 1024")
@@ -115,7 +115,7 @@ def _canary_alarm(env: str, mailbox: str) -> AlarmSpec[V]:
             f"No daily canary reached the Gmail of {of} for {hours} h: mail may have stopped arriving. The canary "
             "goes through DNS (MX), the SES rule, the bucket, the topic, the inbound queue, the forwarder, the token "
             f"and Gmail. First step: run the saved query {story}; the last step it shows is the last hop that "
-            "worked (README, the canary runbook, says what each missing step means)."
+            "worked (docs/operations.md, the section of this alarm, says what each missing step means)."
         ),
         namespace=names.metric_namespace(env),
         metric_name=names.METRIC_CANARY_DELIVERED,
@@ -352,6 +352,6 @@ def _shared_alarms(env: str, watched: Watched[V]) -> list[AlarmSpec[V]]:
             "parked, and delivered it (or handed it to the retry queue): something upstream lost it (the SNS to "
             "SQS subscription, the inbound queue, the forwarder). First step: run the saved query "
             f"{story} for a message of the reconcile.done event's time, and check the inbound topic's "
-            "subscription (README, undelivered mail found).",
+            "subscription (docs/operations.md, the section of this alarm).",
         ),
     ]

@@ -62,7 +62,7 @@ def dashboard_body(
     intro = (
         f"# ses-mail `{env}`\n"
         f"Token dying or dead: run `{names.refresh_command(env)}`; it renews the token and delivers what queued "
-        "up. What each alarm means and what to do: README, *Operating it*. Saved Logs Insights queries: "
+        "up. What each alarm means and what to do: docs/operations.md. Saved Logs Insights queries: "
         f"`{names.log_query(env, '')}*` (one message's story: `{names.LOG_QUERY_MESSAGE_STORY}`)."
     )
     full_rows: list[dict[str, Any]] = [
