@@ -129,7 +129,7 @@ class Planner:
         young_after = now - timedelta(seconds=names.RECONCILE_MIN_AGE_SECONDS)
         queue_since = now - timedelta(seconds=names.RECONCILE_QUEUED_WAIT_SECONDS)
         claims = self._claims()
-        stored = [s for s in self._stored()]
+        stored = list(self._stored())
         judged = [s for s in stored if s.stored_at <= young_after]
         unseen = [s for s in judged if s.message_id not in claims]
         found = dict(zip((s.message_id for s in unseen), self._recipients(unseen), strict=True))

@@ -324,22 +324,14 @@ def test_missing_monitor_handler_fails_the_program(tmp_path: Path) -> None:
         lambda_archive(tmp_path)
 
 
-def test_schedule_runs_the_monitor_every_15_minutes(example_run: ProgramRun) -> None:
-    rule = example_run.one("aws:cloudwatch/eventRule:EventRule", name=names.token_monitor_schedule_rule(ENV))
-    assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
+def monitor_schedule(run: ProgramRun, rule_name: str) -> tuple[Registration, Registration, Registration]:
+    """A rule that invokes the token monitor: the rule, its one target and the permission only it uses."""
+    rule = run.one("aws:cloudwatch/eventRule:EventRule", name=rule_name)
     assert "eventPattern" not in rule.inputs
-    function = monitor_function(example_run)
-    (target,) = [
-        t
-        for t in example_run.of_type("aws:cloudwatch/eventTarget:EventTarget")
-        if t.inputs["rule"] == rule.inputs["name"]
-    ]
-    assert target.inputs["arn"] == function.state["arn"]
-    assert "inputTransformer" not in target.inputs and "input" not in target.inputs  # EventBridge's own event
+    (target,) = [t for t in run.of_type("aws:cloudwatch/eventTarget:EventTarget") if t.inputs["rule"] == rule_name]
+    assert target.inputs["arn"] == monitor_function(run).state["arn"]
     (permission,) = [
-        p
-        for p in example_run.of_type("aws:lambda/permission:Permission")
-        if p.inputs["function"] == names.token_monitor_function(ENV) and p.inputs["sourceArn"] == rule.state["arn"]
+        p for p in run.of_type("aws:lambda/permission:Permission") if p.inputs.get("sourceArn") == rule.state["arn"]
     ]
     assert permission.inputs == {
         "action": "lambda:InvokeFunction",
@@ -348,20 +340,19 @@ def test_schedule_runs_the_monitor_every_15_minutes(example_run: ProgramRun) -> 
         "sourceArn": rule.state["arn"],
     }
     assert target.depends_on(permission)
+    return rule, target, permission
+
+
+def test_schedule_runs_the_monitor_every_15_minutes(example_run: ProgramRun) -> None:
+    rule, target, _ = monitor_schedule(example_run, names.token_monitor_schedule_rule(ENV))
+    assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
+    assert "inputTransformer" not in target.inputs and "input" not in target.inputs  # EventBridge's own event
 
 
 def test_a_daily_rule_runs_the_monitor_as_the_daily_reconcile(example_run: ProgramRun) -> None:
     """DESIGN.md, "Reconcile: S3 is the source of truth": once a day, with ``{"action": "daily-reconcile"}``."""
-    rule = example_run.one("aws:cloudwatch/eventRule:EventRule", name=names.daily_reconcile_rule(ENV))
+    rule, target, permission = monitor_schedule(example_run, names.daily_reconcile_rule(ENV))
     assert rule.inputs["scheduleExpression"] == names.RECONCILE_DAILY_SCHEDULE == "cron(0 4 * * ? *)"
-    assert "eventPattern" not in rule.inputs
-    function = monitor_function(example_run)
-    (target,) = [
-        t
-        for t in example_run.of_type("aws:cloudwatch/eventTarget:EventTarget")
-        if t.inputs["rule"] == rule.inputs["name"]
-    ]
-    assert target.inputs["arn"] == function.state["arn"]
     transformer = target.inputs["inputTransformer"]
     assert transformer == {
         "inputPaths": {"time": "$.time"},
@@ -376,18 +367,6 @@ def test_a_daily_rule_runs_the_monitor_as_the_daily_reconcile(example_run: Progr
     assert token_monitor.scheduled_time(delivered) == datetime(2026, 11, 24, 4, tzinfo=UTC)
     assert token_monitor.daily_execution_name(datetime(2026, 11, 24, 4, tzinfo=UTC)) == "daily-reconcile-20261124"
     # Only this rule may invoke the function with it; the 15-minute rule keeps its own permission.
-    (permission,) = [
-        p
-        for p in example_run.of_type("aws:lambda/permission:Permission")
-        if p.inputs.get("sourceArn") == rule.state["arn"]
-    ]
-    assert permission.inputs == {
-        "action": "lambda:InvokeFunction",
-        "function": names.token_monitor_function(ENV),
-        "principal": "events.amazonaws.com",
-        "sourceArn": rule.state["arn"],
-    }
-    assert target.depends_on(permission)
     monitors = [
         p
         for p in example_run.of_type("aws:lambda/permission:Permission")
@@ -397,7 +376,7 @@ def test_a_daily_rule_runs_the_monitor_as_the_daily_reconcile(example_run: Progr
     assert sorted(p.inputs["sourceArn"] for p in monitors) == sorted([rule.state["arn"], schedule.state["arn"]])
     # All children of the TokenMonitor component, like the rest of it.
     (component,) = [r for r in example_run if r.type == "sesmail:infra:TokenMonitor"]
-    assert {rule.parent, target.parent, permission.parent} == {component.urn} == {function.parent}
+    assert {rule.parent, target.parent, permission.parent} == {component.urn} == {monitor_function(example_run).parent}
 
 
 @pytest.fixture(scope="module")
