@@ -30,7 +30,7 @@ from sesmail.runtime.retry_processor import DELIVERED, FAILED, RECONCILED
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
 #: What the execution input says about who started it (the processor drains the queue regardless).
-TRIGGER = "sesmail.cli.refresh"
+TRIGGER = "sesmail.refresh"
 #: How many of the newest executions to search for a successor (handovers start it just before ending).
 _SUCCESSOR_SEARCH = 20
 

@@ -268,8 +268,8 @@ def test_the_reconcile_starts_one_retry_processor_per_mailbox_owed_mail(
     assert result.returncode == 0, result.stderr
     assert len(listed(result)) == 3
     assert execution_inputs(deployed) == [
-        {"trigger": "sesmail.cli.refresh", names.RETRY_MAILBOX_KEY: "alice"},
-        {"trigger": "sesmail.cli.refresh", names.RETRY_MAILBOX_KEY: "default"},
+        {"trigger": "sesmail.refresh", names.RETRY_MAILBOX_KEY: "alice"},
+        {"trigger": "sesmail.refresh", names.RETRY_MAILBOX_KEY: "default"},
     ]
     for execution in deployed.executions():
         assert f": {execution['executionArn']}" in result.stdout
@@ -288,7 +288,7 @@ def test_a_mailbox_owed_nothing_gets_no_retry_processor(deployed: Cloud, cli: Cl
     result, _ = recorded(cli, tmp_path / "calls.jsonl", reconcile_argv())
 
     assert result.returncode == 0, result.stderr
-    assert execution_inputs(deployed) == [{"trigger": "sesmail.cli.refresh", names.RETRY_MAILBOX_KEY: "default"}]
+    assert execution_inputs(deployed) == [{"trigger": "sesmail.refresh", names.RETRY_MAILBOX_KEY: "default"}]
     assert "Not started for mailbox 'alice': nothing is owed to it." in result.stdout
 
 

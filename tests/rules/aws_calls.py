@@ -154,8 +154,8 @@ def main() -> None:
             log.write(call.to_json() + "\n")
 
     record_every_client(append)
-    sys.argv = ["sesmail.cli.refresh", *sys.argv[1:]]
-    runpy.run_module("sesmail.cli.refresh", run_name="__main__", alter_sys=True)
+    sys.argv = ["sesmail.refresh", *sys.argv[1:]]
+    runpy.run_module("sesmail.refresh", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
