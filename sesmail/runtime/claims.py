@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sesmail import names
-from sesmail.runtime.errors import MalformedEventError, PermanentError, TransientError
+from sesmail.runtime.errors import MalformedEventError, PermanentError, TransientError, aws_error_code
 
 ClaimState = Literal["claimed", "released", "delivered"]
 _STATES: frozenset[str] = frozenset({"claimed", "released", "delivered"})
@@ -292,7 +292,6 @@ def _claim_key(message_id: str, mailbox: str) -> str:
 
 def _raise_if_race(exc: Exception, key: str, action: str) -> None:
     """Turn S3's answers to a lost race into ClaimLostError (see the module docstring)."""
-    response = getattr(exc, "response", None)
-    code = str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+    code = aws_error_code(exc)
     if code in _RACE_CODES:
         raise ClaimLostError(f"lost the race for {key} ({action}: {code}); retry later", code=code) from None

@@ -135,6 +135,13 @@ def classify_gmail_answer(
     return PermanentError(f"Gmail refused the message ({status}): {detail}")
 
 
+def aws_error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``NoSuchKey``, ``ExecutionAlreadyExists``...);
+    empty for anything else. For callers that act on one code before (or instead of) classifying."""
+    response = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def _classify_botocore(exc: BaseException) -> SesMailError | None:
     # Imported lazily by name so this module stays importable without botocore in tools.
     try:

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sesmail import names
+from sesmail.runtime.errors import aws_error_code
 from sesmail.runtime.events import SETUP_NOTIFICATION_ID
 from sesmail.runtime.mailboxes import MailboxTable
 from sesmail.runtime.stored_recipients import StoredRecipients, route_stored, stored_recipients
@@ -217,7 +218,7 @@ class Planner:
                 Bucket=self.bucket, Key=message.key, Range=f"bytes=0-{HEADER_PEEK_BYTES - 1}"
             )
         except Exception as exc:
-            if _error_code(exc) in ("NoSuchKey", "404"):
+            if aws_error_code(exc) in ("NoSuchKey", "404"):
                 return StoredRecipients((), ())  # expired meanwhile: nothing to route
             raise
         body = response["Body"]
@@ -263,8 +264,3 @@ def _utc(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""

@@ -50,6 +50,7 @@ from sesmail.runtime.errors import (
     SesMailError,
     TokenExpiredError,
     TokenNotConfiguredError,
+    aws_error_code,
     classify,
 )
 from sesmail.runtime.http import HttpClient
@@ -417,7 +418,7 @@ def _decide(
     try:
         arn = start_retry_processor(autostart.sfn, machine, trigger=trigger, name=name, mailbox=mailbox)
     except Exception as exc:
-        if _error_code(exc) != "ExecutionAlreadyExists":
+        if aws_error_code(exc) != "ExecutionAlreadyExists":
             raise
         return AutostartOutcome(SKIPPED, ALREADY_STARTED, waiting, detail=name)
     return AutostartOutcome(STARTED, reason, waiting, arn)
@@ -445,11 +446,6 @@ def _skip_reason(error: SesMailError) -> str:
     if isinstance(error, TokenExpiredError):
         return TOKEN_DEAD
     return OAUTH_CLIENT_REFUSED
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def _log_outcome(outcome: AutostartOutcome, mailbox: str) -> None:
