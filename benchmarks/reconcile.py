@@ -29,6 +29,7 @@ from unittest.mock import patch
 from benchmarks import common
 from benchmarks.throughput import ZeroLatencyGoogle
 from sesmail import names
+from sesmail.local.edges import SimulatedClock
 
 PRICES_AS_OF = "2026-12-01"
 S3_LIST_PER_1000 = 0.005  # ListObjectsV2 (a "PUT, COPY, POST, LIST" request), S3 Standard
@@ -47,15 +48,6 @@ class S3Calls(Counter[str]):
 
     def _count(self, model: Any, **_: Any) -> None:
         self[model.name] += 1
-
-
-def _later() -> type[datetime]:
-    class Later(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Later:
-            return cls.fromtimestamp((datetime.now(UTC) + AGE).timestamp(), tz)
-
-    return Later
 
 
 def _store(world: common.AwsWorld, prefix: str, count: int, *, delivered: bool) -> list[str]:
@@ -106,7 +98,8 @@ def _deliver(world: common.AwsWorld) -> dict[str, Any]:
     )
     forwarder = Forwarder(settings, AwsClients(), http=google)
     runs: list[dict[str, Any]] = []
-    with patch.object(sesmail.runtime.reconcile, "datetime", _later()):
+    later = SimulatedClock(datetime.now(UTC) + AGE).datetime_class()  # stored mail looks AGE old
+    with patch.object(sesmail.runtime.reconcile, "datetime", later):
         while not runs or runs[-1]["status"] == "partial":
             started = time.perf_counter()
             answer = forwarder.handle({"source": names.RECONCILE_SOURCE}, _Context())

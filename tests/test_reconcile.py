@@ -19,6 +19,7 @@ import pytest
 
 import sesmail.runtime.reconcile
 from sesmail import names
+from sesmail.local.edges import SimulatedClock
 from sesmail.runtime.errors import TokenExpiredError
 from sesmail.runtime.mailboxes import Mailbox, MailboxTable
 from sesmail.runtime.reconcile import Planner
@@ -43,13 +44,7 @@ def stored_at(when: datetime) -> Iterator[None]:
 @contextmanager
 def reconciling_at(when: datetime) -> Iterator[None]:
     """The reconcile's clock."""
-
-    class At(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> At:
-            return cls.fromtimestamp(when.timestamp(), tz)
-
-    with patch.object(sesmail.runtime.reconcile, "datetime", At):
+    with patch.object(sesmail.runtime.reconcile, "datetime", SimulatedClock(when).datetime_class()):
         yield
 
 

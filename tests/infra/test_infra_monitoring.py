@@ -24,6 +24,7 @@ from sesmail.infra import log_queries, policies
 from sesmail.infra.archive import REPO_ROOT, lambda_source_files
 from sesmail.infra.dashboard import dashboard_body, metric_lines
 from sesmail.infra.watched import Watched
+from sesmail.local.edges import SimulatedClock
 from sesmail.local.google import error_body
 from sesmail.runtime import canary, token_metrics, token_monitor
 from tests.conftest import World, sqs_record
@@ -519,23 +520,13 @@ def run_forwarder(world: World, capsys: pytest.CaptureFixture[str]) -> list[dict
     world.handle(world.sqs_event(note))
     # Mail the inbound path never saw (its notification was lost), two days later: a reconcile finds it.
     world.store_mail("m-lost")
-    with patch.object(sesmail.runtime.reconcile, "datetime", days_ahead(2)):
+    two_days_on = SimulatedClock(datetime.now(UTC) + timedelta(days=2)).datetime_class()
+    with patch.object(sesmail.runtime.reconcile, "datetime", two_days_on):
         world.handle({"source": names.RECONCILE_SOURCE, "mailbox": names.DEFAULT_MAILBOX})
     world.google.revoke(token)
     world.google.expire_access_tokens()
     world.handle(world.sqs_event(world.store_mail("m-parked")))
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
-
-
-def days_ahead(days: int) -> type[datetime]:
-    """A ``datetime`` whose ``now()`` is ``days`` ahead: stored mail looks that old to a reconcile."""
-
-    class Later(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Later:
-            return cls.fromtimestamp((datetime.now(UTC) + timedelta(days=days)).timestamp(), tz)
-
-    return Later
 
 
 def emf_metrics(lines: list[dict[str, Any]]) -> set[MetricKey]:
